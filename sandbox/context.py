@@ -1,0 +1,82 @@
+"""Per-worker and per-invocation context that facades may consult.
+
+The runner sets the current ``Invocation`` for the duration of one call;
+facades (database, log) read the deadline from it so that connect and
+statement timeouts shrink with the time left, and register cleanups on the
+``WorkerContext`` so that resources kept in ``global_`` are closed when the
+worker is recycled gracefully.
+
+Nothing here is reachable from a script: scripts only see facade objects.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["Invocation", "WorkerContext", "current", "worker"]
+
+
+@dataclass
+class WorkerContext:
+    """Facts about this worker, fixed at spawn (from the supervisor's policy)."""
+
+    tenant: str
+    worker_id: int = 0
+    data_dir: str | None = None      # the tenant's data directory (sqlite files live here)
+    scratch_dir: str | None = None   # this worker's private writable directory
+    allowed_ports: tuple[int, ...] = ()  # TCP ports scripts may connect to (empty: none)
+    limits: dict[str, Any] = field(default_factory=dict)
+    _cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_recycle(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when the worker exits gracefully (planned recycle, shutdown)."""
+        self._cleanups.append(fn)
+
+    def run_cleanups(self) -> None:
+        while self._cleanups:
+            fn = self._cleanups.pop()
+            try:
+                fn()
+            except Exception:  # a cleanup failing must not stop the others
+                pass
+
+
+@dataclass
+class Invocation:
+    """One call in progress."""
+
+    worker: WorkerContext
+    deadline: float  # time.monotonic() value at which the supervisor kills us
+    log: Callable[[str], None]
+
+    def remaining(self) -> float:
+        """Seconds left before the hard kill (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+
+_worker: WorkerContext | None = None
+_current: Invocation | None = None
+
+
+def set_worker(ctx: WorkerContext | None) -> None:
+    global _worker
+    _worker = ctx
+
+
+def worker() -> WorkerContext:
+    if _worker is None:
+        raise RuntimeError("no worker context (not inside a scriptvisor worker)")
+    return _worker
+
+
+def set_current(inv: Invocation | None) -> None:
+    global _current
+    _current = inv
+
+
+def current() -> Invocation:
+    if _current is None:
+        raise RuntimeError("no invocation in progress")
+    return _current

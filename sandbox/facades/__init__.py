@@ -1,0 +1,63 @@
+"""The only things a script can ``import``: curated facade objects.
+
+``FACADES`` maps the name a script imports to ``"module:attribute"`` of the
+object it receives.  A facade is an instance of a plain class (or a
+``types.SimpleNamespace``) exposing selected functions; never a module, never
+an object from which a module, frame, code object or function ``__globals__``
+is reachable through a public attribute.  Names not listed here cannot be
+imported.  Facades are loaded lazily and cached; the zygote preloads all of
+them so forked workers never import after confinement.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["FACADES", "load", "preload"]
+
+FACADES: dict[str, str] = {
+    # standard library, narrowed
+    "json": "sandbox.facades.stdlib:json",
+    "datetime": "sandbox.facades.stdlib:datetime",
+    "time": "sandbox.facades.stdlib:time",
+    "math": "sandbox.facades.stdlib:math",
+    "re": "sandbox.facades.stdlib:re",
+    "hashlib": "sandbox.facades.stdlib:hashlib",
+    "hmac": "sandbox.facades.stdlib:hmac",
+    "secrets": "sandbox.facades.stdlib:secrets",
+    "uuid": "sandbox.facades.stdlib:uuid",
+    "base64": "sandbox.facades.stdlib:base64",
+    "log": "sandbox.facades.stdlib:log",
+    # password hashing and databases (custom database connections)
+    "bcrypt": "sandbox.facades.crypto:bcrypt",
+    "sqlite": "sandbox.facades.db:sqlite",
+    "postgres": "sandbox.facades.db:postgres",
+    "mysql": "sandbox.facades.db:mysql",
+}
+
+_cache: dict[str, Any] = {}
+
+
+def load(name: str) -> Any:
+    """The facade object for ``name``. Raises ``KeyError`` for anything not allowlisted."""
+    try:
+        return _cache[name]
+    except KeyError:
+        pass
+    target = FACADES[name]
+    module_name, _, attr = target.partition(":")
+    obj = getattr(importlib.import_module(module_name), attr)
+    _cache[name] = obj
+    return obj
+
+
+def preload() -> list[str]:
+    """Import every facade now (in the zygote). Returns names that failed to load."""
+    failed = []
+    for name in FACADES:
+        try:
+            load(name)
+        except Exception:
+            failed.append(name)
+    return failed
