@@ -1,0 +1,89 @@
+"""Every tunable of the engine, in one place, each with the reason for its default.
+
+``EngineConfig`` holds process-wide settings; ``TenantLimits`` the per-tenant
+limits (an engine-wide default, overridable per tenant and, for the wall
+clock, per call).  Both are frozen dataclasses: change them with
+``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["EngineConfig", "TenantLimits"]
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    #: Wall clock per invocation, seconds (fractional allowed). The worker is
+    #: SIGKILLed at this deadline and replaced; the caller gets ``timeout``.
+    timeout: float = 20.0
+    #: Address-space cap per worker (RLIMIT_AS). CPython with the preloaded
+    #: facades maps ~120 MiB of address space before any script runs.
+    memory_mb: int = 512
+    #: CPU seconds per worker (RLIMIT_CPU soft); a backstop below the wall clock
+    #: for workers that run many invocations. Hard limit is soft + 1 so the
+    #: soft one arrives as SIGXCPU, recognisable in the ``crash`` details.
+    cpu_seconds: int = 60
+    #: Open file descriptors per worker (RLIMIT_NOFILE).
+    open_files: int = 64
+    #: Processes/threads for the tenant's uid (RLIMIT_NPROC); only meaningful
+    #: with a per-tenant uid (root supervisor).
+    processes: int = 16
+    #: Largest file a script may write in its scratch directory (RLIMIT_FSIZE).
+    file_size_mb: int = 16
+    #: Total scratch space per worker (tmpfs size when the supervisor is root).
+    scratch_mb: int = 32
+    #: Printed output and log lines per invocation; excess is dropped and a
+    #: truncation marker appended.
+    output_bytes: int = 64 * 1024
+    #: Largest JSON result a script may return.
+    result_bytes: int = 1024 * 1024
+    #: TCP ports scripts may connect to (Landlock ABI >= 4). Empty: no egress.
+    allowed_ports: tuple[int, ...] = ()
+    #: Invocations that may run at once for this tenant (one per worker).
+    max_concurrency: int = 4
+    #: Invocations that may wait for a worker; beyond it: ``overloaded``.
+    max_queue: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["allowed_ports"] = list(self.allowed_ports)
+        return d
+
+
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return os.path.join(base, f"scriptvisor-{os.getuid()}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    #: Limits applied to tenants that have none of their own.
+    limits: TenantLimits = field(default_factory=TenantLimits)
+    #: Idle, ready workers kept per active tenant so the next call after a
+    #: timeout or crash does not wait for a fork.
+    spares_per_tenant: int = 1
+    #: Upper bound on live workers over all tenants; idle workers of the least
+    #: recently used tenant are stopped to make room.
+    max_workers: int = 64
+    #: Planned recycle after this many invocations (0: never).
+    max_invocations_per_worker: int = 10_000
+    #: Planned recycle of an idle worker older than this, seconds (0: never).
+    max_worker_age: float = 3600.0
+    #: Largest frame the supervisor accepts from a worker (bytes of JSON).
+    max_frame: int = 4 * 1024 * 1024
+    #: Where scratch directories and the uid map live.
+    state_dir: str = field(default_factory=_default_state_dir)
+    #: First uid/gid of the per-tenant range (root only). Tenants get
+    #: ``uid_base + n`` in order of first use, recorded in ``state_dir``.
+    uid_base: int = 200_000
+    uid_count: int = 50_000
+    #: Refuse to start when an OS confinement layer is unavailable.
+    require_all_layers: bool = False
+    #: Apply OS confinement at all (tests of the language layer alone may turn it off).
+    confine: bool = True
+    #: Grace period for a worker asked to exit (planned recycle) before SIGKILL.
+    exit_grace: float = 1.0
