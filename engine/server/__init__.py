@@ -1,0 +1,18 @@
+"""The operator server: tenant folders, an authenticated HTTP API over the engine.
+
+Modules, one job each:
+
+* ``tenants``   loads and validates ``TENANTS/<tenant>/tenant.toml`` and reloads
+                a tenant when its file changes;
+* ``auth``      bearer tokens (only hashes on disk, constant-time comparison);
+* ``metrics``   the Prometheus registry;
+* ``logstream`` per-tenant server-sent event fan-out;
+* ``oplog``     one structured JSON line per invocation for the operator;
+* ``app``       the Starlette routes;
+* ``run``       ``serve()``: uvicorn and the engine on one asyncio loop, graceful
+                shutdown on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

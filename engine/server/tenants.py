@@ -1,0 +1,361 @@
+"""Tenant folders: load, validate and hot-reload ``TENANTS/<tenant>/tenant.toml``.
+
+Layout (fixed, shared with ``engine.connections``)::
+
+    TENANTS/<tenant>/tenant.toml     settings, secrets (or env references), limits, token hashes
+    TENANTS/<tenant>/scripts/*.py    action scripts, read fresh on every invocation
+    TENANTS/<tenant>/data/           the tenant's data directory (sqlite files live here)
+
+``tenant.toml``::
+
+    import_users = false                      # connection mode (see action-scripts.md)
+    allowed_ports = [5432]                    # egress ports for scripts (default: none)
+    [configuration]                           # passed to scripts as `configuration`
+    DB_FILE = "legacy.sqlite3"
+    DB_PASSWORD = { env = "ACME_DB_PASSWORD" }  # resolved from the server's environment
+    [limits]                                  # any field of engine.config.TenantLimits
+    timeout = 5.0
+    max_concurrency = 2
+    [[tokens]]                                # API tokens: hashes only, never the token
+    hash = "sha256:<64 hex>"
+
+Why validation is strict: a typo in a limit name would otherwise silently leave
+a tenant on the defaults.  Every error names the file and the key.  A broken
+tenant is recorded in ``TenantRegistry.errors`` and never prevents the others
+from loading; while its file is broken it is not served (the server answers 503
+for it) rather than kept on a stale configuration, so that a token removed in
+the same edit as a typo is not left working.
+
+Hot reload: the registry re-stats ``tenant.toml`` whenever a tenant is looked up
+(one ``stat`` per request, no watcher thread, no polling) and reloads it when the
+file changed.  Scripts need nothing: the engine reads a script's content on each
+invocation and caches compiled code by content hash, so a changed file takes
+effect on the next call and in-flight calls keep the code they started with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from engine.config import TenantLimits
+
+__all__ = [
+    "SCRIPT_NAME",
+    "TENANT_NAME",
+    "Tenant",
+    "TenantConfigError",
+    "TenantRegistry",
+    "load_tenant",
+]
+
+#: Tenant folder names: they appear in URLs, metrics labels and uids.
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: Script names: a Python identifier, so ``scripts/<name>.py`` defines ``<name>``.
+SCRIPT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+#: How token hashes are written in tenant.toml.
+TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+TOP_LEVEL_KEYS = frozenset(
+    {"import_users", "configuration", "limits", "allowed_ports", "tokens", "description"}
+)
+_LIMIT_FIELDS = {f.name: f for f in dataclasses.fields(TenantLimits)}
+#: Configuration values kept small: they travel to the worker with every call.
+MAX_CONFIGURATION_BYTES = 64 * 1024
+
+
+class TenantConfigError(Exception):
+    """A tenant folder that cannot be served. ``str()`` names the file and key."""
+
+    def __init__(self, file: Path | str, key: str | None, message: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.message = message
+        where = f"{self.file}: {key}" if key else self.file
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One validated tenant folder. Immutable: a reload builds a new one."""
+
+    name: str
+    root: Path
+    import_users: bool
+    configuration: Mapping[str, Any]
+    limits: TenantLimits
+    token_hashes: tuple[str, ...]
+    #: (mtime_ns, size, inode) of tenant.toml when it was read: the reload key.
+    stamp: tuple[int, int, int]
+
+    @property
+    def scripts_dir(self) -> Path:
+        return self.root / "scripts"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "tenant.toml"
+
+    def script_path(self, script: str) -> Path | None:
+        """``scripts/<script>.py`` if the name is valid and the file exists."""
+        if not SCRIPT_NAME.match(script):
+            return None
+        path = self.scripts_dir / f"{script}.py"
+        return path if path.is_file() else None
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _check_plain_value(file: Path, key: str, value: Any, depth: int = 0) -> Any:
+    """Configuration values must be JSON-compatible (they travel as JSON)."""
+    if depth > 8:
+        raise TenantConfigError(file, key, "nested too deeply")
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TenantConfigError(file, key, "must be a finite number")
+        return value
+    if isinstance(value, list):
+        return [_check_plain_value(file, f"{key}[{i}]", v, depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _check_plain_value(file, f"{key}.{k}", v, depth + 1) for k, v in value.items()}
+    raise TenantConfigError(
+        file, key, f"unsupported value type {type(value).__name__} (use a string, number, boolean, array or table)"
+    )
+
+
+def _resolve_configuration(file: Path, raw: Any, environ: Mapping[str, str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise TenantConfigError(file, "configuration", "must be a table")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        full = f"configuration.{key}"
+        if isinstance(value, dict) and "env" in value:
+            extra = set(value) - {"env", "default"}
+            if extra:
+                raise TenantConfigError(file, full, f"unknown keys {sorted(extra)} beside 'env'")
+            var = value["env"]
+            if not isinstance(var, str) or not var:
+                raise TenantConfigError(file, f"{full}.env", "must name an environment variable")
+            if var in environ:
+                out[key] = environ[var]
+            elif "default" in value:
+                out[key] = _check_plain_value(file, f"{full}.default", value["default"])
+            else:
+                raise TenantConfigError(
+                    file, full, f"environment variable {var} is not set on the server"
+                )
+        else:
+            out[key] = _check_plain_value(file, full, value)
+    return out
+
+
+def _check_ports(file: Path, key: str, raw: Any) -> tuple[int, ...]:
+    if not isinstance(raw, list):
+        raise TenantConfigError(file, key, "must be an array of port numbers")
+    ports = []
+    for i, port in enumerate(raw):
+        if type(port) is not int or not 1 <= port <= 65535:
+            raise TenantConfigError(file, f"{key}[{i}]", "must be an integer port 1..65535")
+        ports.append(port)
+    return tuple(sorted(set(ports)))
+
+
+def _build_limits(file: Path, raw: Any, ports: tuple[int, ...] | None, defaults: TenantLimits) -> TenantLimits:
+    if not isinstance(raw, dict):
+        raise TenantConfigError(file, "limits", "must be a table")
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        full = f"limits.{key}"
+        spec = _LIMIT_FIELDS.get(key)
+        if spec is None:
+            raise TenantConfigError(file, full, f"unknown limit (known: {', '.join(sorted(_LIMIT_FIELDS))})")
+        if key == "allowed_ports":
+            if ports is not None:
+                raise TenantConfigError(file, full, "set either allowed_ports or limits.allowed_ports, not both")
+            changes[key] = _check_ports(file, full, value)
+            continue
+        default = getattr(defaults, key)
+        if isinstance(default, float):
+            if type(value) not in (int, float) or not math.isfinite(value) or value <= 0:
+                raise TenantConfigError(file, full, "must be a positive number")
+            changes[key] = float(value)
+        else:
+            if type(value) is not int or value < 0 or (value == 0 and key != "max_queue"):
+                raise TenantConfigError(file, full, "must be a positive integer")
+            changes[key] = value
+    if ports is not None:
+        changes["allowed_ports"] = ports
+    return dataclasses.replace(defaults, **changes)
+
+
+def _token_hashes(file: Path, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise TenantConfigError(file, "tokens", 'must be an array of "sha256:..." strings or [[tokens]] tables')
+    out = []
+    for i, item in enumerate(raw):
+        key = f"tokens[{i}]"
+        if isinstance(item, dict):
+            extra = set(item) - {"hash", "name", "created"}
+            if extra:
+                raise TenantConfigError(file, key, f"unknown keys {sorted(extra)}")
+            item = item.get("hash")
+            key += ".hash"
+        if not isinstance(item, str) or not TOKEN_HASH.match(item):
+            raise TenantConfigError(
+                file, key, 'must be a token hash "sha256:<64 lowercase hex>" (never the token itself)'
+            )
+        out.append(item)
+    return tuple(out)
+
+
+def load_tenant(
+    root: Path, *, defaults: TenantLimits | None = None, environ: Mapping[str, str] | None = None
+) -> Tenant:
+    """Read and validate one tenant folder. Raises ``TenantConfigError``."""
+    root = Path(root)
+    name = root.name
+    file = root / "tenant.toml"
+    if not TENANT_NAME.match(name):
+        raise TenantConfigError(root, None, "tenant folder name must match [a-z0-9][a-z0-9_-]{0,62}")
+    try:
+        stamp = _stamp(file)
+        with open(file, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise TenantConfigError(file, None, "missing") from None
+    except OSError as exc:
+        raise TenantConfigError(file, None, f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TenantConfigError(file, None, f"invalid TOML: {exc}") from None
+    if not (root / "scripts").is_dir():
+        raise TenantConfigError(root / "scripts", None, "missing scripts folder")
+
+    unknown = set(data) - TOP_LEVEL_KEYS
+    if unknown:
+        raise TenantConfigError(file, sorted(unknown)[0], f"unknown key (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+    import_users = data.get("import_users", False)
+    if type(import_users) is not bool:
+        raise TenantConfigError(file, "import_users", "must be true or false")
+    configuration = _resolve_configuration(file, data.get("configuration", {}), os.environ if environ is None else environ)
+    if len(repr(configuration)) > MAX_CONFIGURATION_BYTES:
+        raise TenantConfigError(file, "configuration", f"larger than {MAX_CONFIGURATION_BYTES} bytes")
+    ports = _check_ports(file, "allowed_ports", data["allowed_ports"]) if "allowed_ports" in data else None
+    limits = _build_limits(file, data.get("limits", {}), ports, defaults or TenantLimits())
+    tokens = _token_hashes(file, data.get("tokens", []))
+    (root / "data").mkdir(exist_ok=True)
+    return Tenant(
+        name=name,
+        root=root.resolve(),
+        import_users=import_users,
+        configuration=MappingProxyType(configuration),
+        limits=limits,
+        token_hashes=tokens,
+        stamp=stamp,
+    )
+
+
+class TenantRegistry:
+    """All tenants under one folder, reloaded lazily when their file changes.
+
+    ``on_load(tenant)`` is called for every (re)load that succeeds, so the
+    engine can be reconfigured with the new limits and data directory;
+    ``on_error(name, error)`` for every load that fails.
+    """
+
+    def __init__(
+        self,
+        tenants_dir: str | os.PathLike[str],
+        *,
+        defaults: TenantLimits | None = None,
+        environ: Mapping[str, str] | None = None,
+        on_load: Callable[[Tenant], None] | None = None,
+        on_error: Callable[[str, TenantConfigError], None] | None = None,
+    ) -> None:
+        self.tenants_dir = Path(tenants_dir)
+        self.defaults = defaults or TenantLimits()
+        self.environ = environ
+        self.on_load = on_load
+        self.on_error = on_error
+        self._tenants: dict[str, Tenant] = {}
+        #: name -> (error, stamp of the file that produced it or None)
+        self._errors: dict[str, tuple[TenantConfigError, tuple[int, int, int] | None]] = {}
+
+    # -- loading ----------------------------------------------------------
+    def scan(self) -> None:
+        """Load every tenant folder. Never raises for one tenant's problems."""
+        if not self.tenants_dir.is_dir():
+            raise TenantConfigError(self.tenants_dir, None, "tenants folder does not exist")
+        for entry in sorted(self.tenants_dir.iterdir()):
+            if entry.is_dir() and not entry.name.startswith("."):
+                self._load(entry.name)
+
+    def _load(self, name: str) -> Tenant | None:
+        root = self.tenants_dir / name
+        try:
+            tenant = load_tenant(root, defaults=self.defaults, environ=self.environ)
+        except TenantConfigError as exc:
+            self._tenants.pop(name, None)
+            try:
+                stamp: tuple[int, int, int] | None = _stamp(root / "tenant.toml")
+            except OSError:
+                stamp = None
+            self._errors[name] = (exc, stamp)
+            if self.on_error:
+                self.on_error(name, exc)
+            return None
+        self._errors.pop(name, None)
+        self._tenants[name] = tenant
+        if self.on_load:
+            self.on_load(tenant)
+        return tenant
+
+    def get(self, name: str) -> Tenant | None:
+        """The current tenant ``name``, reloaded if its tenant.toml changed.
+
+        ``None`` if there is no such tenant or its folder is broken (see
+        ``is_broken``).
+        """
+        if not TENANT_NAME.match(name):
+            return None
+        file = self.tenants_dir / name / "tenant.toml"
+        try:
+            stamp = _stamp(file)
+        except OSError:
+            stamp = None
+        tenant = self._tenants.get(name)
+        if tenant is not None and tenant.stamp == stamp:
+            return tenant
+        failed = self._errors.get(name)
+        if failed is not None and failed[1] == stamp:
+            return None
+        if stamp is None and tenant is None and failed is None:
+            return None  # never existed: do not record an error for every stray URL
+        return self._load(name)
+
+    # -- queries ----------------------------------------------------------
+    def is_broken(self, name: str) -> bool:
+        return name in self._errors and name not in self._tenants
+
+    @property
+    def tenants(self) -> dict[str, Tenant]:
+        return dict(self._tenants)
+
+    @property
+    def errors(self) -> dict[str, str]:
+        return {name: str(err) for name, (err, _) in self._errors.items()}
