@@ -1,0 +1,56 @@
+"""Resource limits of a worker, derived from the tenant's limits.
+
+Soft and hard limits are equal (a script cannot raise them back) except for
+CPU, where hard = soft + 1: the soft limit delivers SIGXCPU, which the
+supervisor can tell apart from the SIGKILL the kernel sends at the hard one
+and from its own wall-clock SIGKILL.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+__all__ = ["MiB", "limits_for", "apply"]
+
+MiB = 1024 * 1024
+
+
+def limits_for(limits: dict[str, Any], *, per_uid: bool) -> list[tuple[str, int, int, int]]:
+    """``(name, resource, soft, hard)`` for every limit a worker gets.
+
+    ``per_uid``: RLIMIT_NPROC counts every process/thread of the real uid, so
+    it is only meaningful (and only safe: it would count the supervisor's own
+    threads) when the worker runs under its tenant's own uid.
+    """
+    cpu = max(1, int(limits.get("cpu_seconds", 60)))
+    out = [
+        ("RLIMIT_AS", resource.RLIMIT_AS, int(limits.get("memory_mb", 512)) * MiB,
+         int(limits.get("memory_mb", 512)) * MiB),
+        ("RLIMIT_CPU", resource.RLIMIT_CPU, cpu, cpu + 1),
+        ("RLIMIT_NOFILE", resource.RLIMIT_NOFILE, int(limits.get("open_files", 64)),
+         int(limits.get("open_files", 64))),
+        ("RLIMIT_FSIZE", resource.RLIMIT_FSIZE, int(limits.get("file_size_mb", 16)) * MiB,
+         int(limits.get("file_size_mb", 16)) * MiB),
+        ("RLIMIT_CORE", resource.RLIMIT_CORE, 0, 0),
+        ("RLIMIT_MEMLOCK", resource.RLIMIT_MEMLOCK, 0, 0),
+    ]
+    if per_uid:
+        n = int(limits.get("processes", 16))
+        out.append(("RLIMIT_NPROC", resource.RLIMIT_NPROC, n, n))
+    return out
+
+
+def apply(limits: dict[str, Any], *, per_uid: bool) -> None:
+    """Set every limit; raises ``(name, OSError/ValueError)`` wrapped by the caller."""
+    for name, res, soft, hard in limits_for(limits, per_uid=per_uid):
+        try:
+            resource.setrlimit(res, (soft, hard))
+        except (OSError, ValueError) as exc:
+            raise RlimitError(name, soft, hard, exc) from exc
+
+
+class RlimitError(Exception):
+    def __init__(self, name: str, soft: int, hard: int, cause: Exception) -> None:
+        super().__init__(f"{name}=({soft}, {hard}): {cause}")
+        self.name = name
