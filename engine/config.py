@@ -85,5 +85,9 @@ class EngineConfig:
     require_all_layers: bool = False
     #: Apply OS confinement at all (tests of the language layer alone may turn it off).
     confine: bool = True
+    #: Test-only: workers accept ``debug_exec`` frames (plain Python after
+    #: confinement) so OS layers can be tested as if the language layer were
+    #: broken. Never enabled by the CLI or the server.
+    debug_exec: bool = False
     #: Grace period for a worker asked to exit (planned recycle) before SIGKILL.
     exit_grace: float = 1.0

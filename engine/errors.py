@@ -15,6 +15,7 @@ else leaves the engine: no tracebacks, no bare strings.
     ├── Timeout                        timeout            200  wall clock exceeded; worker killed
     ├── Crash                          crash              200  worker died on its own (signal, exit, OOM)
     ├── ProtocolError                  protocol_error     200  worker sent a bad frame; worker killed
+    ├── BadRequest                     bad_request        400  input that is not a valid call (bad JSON line...)
     ├── Overloaded                     overloaded         429  tenant queue full
     ├── EngineUnavailable              engine_unavailable 503  engine stopping / zygote gone
     └── ConfinementUnavailable         confinement_unavailable 503  a required OS layer is missing
@@ -34,6 +35,7 @@ from typing import Any, ClassVar
 __all__ = [
     "CODES",
     "WORKER_CODES",
+    "BadRequest",
     "Crash",
     "CompileError",
     "ConfinementUnavailable",
@@ -149,6 +151,14 @@ class ProtocolError(InvocationError):
     default_name = "ProtocolError"
 
 
+class BadRequest(InvocationError):
+    """The call itself is malformed (not JSON, wrong shape). Nothing was run."""
+
+    code = "bad_request"
+    http_status = 400
+    default_name = "BadRequest"
+
+
 class Overloaded(InvocationError):
     """The tenant's queue is full. Retry after ``retry_after`` seconds."""
 
@@ -175,7 +185,7 @@ class ConfinementUnavailable(InvocationError):
 
 _ALL = [
     ScriptError, CompileError, NotFound, Stall, DoubleCallback, InvalidResult,
-    ContractViolation, Timeout, Crash, ProtocolError, Overloaded, EngineUnavailable,
+    ContractViolation, Timeout, Crash, ProtocolError, BadRequest, Overloaded, EngineUnavailable,
     ConfinementUnavailable,
 ]
 CODES: dict[str, type[InvocationError]] = {cls.code: cls for cls in _ALL}

@@ -25,6 +25,7 @@ Messages (``t`` is the type):
                            exit    {}                        planned recycle, graceful
     worker -> supervisor   ready   {pid}                     confined and waiting
                            result  {id, ok, result, error, logs, stats}
+                           need_source {id}                  source hash not cached: resend with source
     supervisor -> zygote   spawn   {worker, tenant, policy}  + the worker's socket (SCM_RIGHTS)
                            stop    {}
     zygote -> supervisor   spawned {worker, pid} | failed {worker, reason}
@@ -47,6 +48,7 @@ __all__ = [
     "VERSION",
     "FrameDecoder",
     "FrameError",
+    "NeedSource",
     "Ready",
     "WorkerResult",
     "encode",
@@ -149,6 +151,11 @@ class Ready:
 
 
 @dataclass(slots=True)
+class NeedSource:
+    id: int
+
+
+@dataclass(slots=True)
 class WorkerResult:
     id: int
     ok: bool
@@ -162,7 +169,7 @@ def _is_text(value: Any, limit: int = MAX_ERROR_TEXT) -> bool:
     return type(value) is str and len(value) <= limit
 
 
-def parse_worker_message(msg: dict[str, Any]) -> Ready | WorkerResult:
+def parse_worker_message(msg: dict[str, Any]) -> Ready | WorkerResult | NeedSource:
     """Validate one decoded message from a worker. Raises ``FrameError``."""
     kind = msg["t"]
     if kind == "result":
@@ -192,6 +199,11 @@ def parse_worker_message(msg: dict[str, Any]) -> Ready | WorkerResult:
             if msg.get("result") is not None:
                 raise FrameError("bad_message", "a failed result carries no value")
         return WorkerResult(job_id, ok, msg.get("result"), error, logs, stats)
+    if kind == "need_source":
+        job_id = msg.get("id")
+        if type(job_id) is not int:
+            raise FrameError("bad_message", "need_source needs an integer id")
+        return NeedSource(job_id)
     if kind == "ready":
         pid = msg.get("pid")
         if type(pid) is not int:

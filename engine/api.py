@@ -1,0 +1,273 @@
+"""The public Python API: ``Engine`` (blocking) and ``AsyncEngine`` (asyncio).
+
+Both wrap the same ``Supervisor``; they differ only in who runs the loop.
+
+* ``Engine`` runs a private selector loop *while the caller waits* in
+  ``invoke``/``wait``.  Between calls nothing runs, which is fine: every event
+  stays queued in its socket and is handled on the next wait.  Not
+  thread-safe: use one ``Engine`` per thread, or ``submit`` many jobs and
+  ``wait`` for them together.
+* ``AsyncEngine`` registers the supervisor's sockets and its single deadline
+  timer with the running asyncio loop, so an HTTP server can have thousands of
+  calls in flight with no thread per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .config import EngineConfig, TenantLimits
+from .errors import ConfinementUnavailable, EngineUnavailable, NotFound
+from .reactor import AsyncioReactor, SelectorReactor
+from .result import Result
+from .supervisor import Supervisor
+from .worker import Job
+
+__all__ = ["AsyncEngine", "Engine", "load_script"]
+
+#: Largest script file accepted (bytes).
+MAX_SCRIPT_BYTES = 1024 * 1024
+
+
+def load_script(path: str | os.PathLike[str]) -> str:
+    """Read a script file. Raises ``NotFound`` (structured) when it is missing or unreadable."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"script file not found: {p}", path=str(p)) from None
+    except IsADirectoryError:
+        raise NotFound(f"script path is a directory: {p}", path=str(p)) from None
+    except OSError as exc:
+        raise NotFound(f"cannot read script {p}: {exc.strerror}", path=str(p)) from None
+    if len(data) > MAX_SCRIPT_BYTES:
+        raise NotFound(f"script {p} is larger than {MAX_SCRIPT_BYTES} bytes", path=str(p))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotFound(f"script {p} is not UTF-8 text: {exc}", path=str(p)) from None
+
+
+class _Base:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self._sup: Supervisor | None = None
+
+    @property
+    def supervisor(self) -> Supervisor:
+        if self._sup is None:
+            raise EngineUnavailable("the engine is not started")
+        return self._sup
+
+    def configure_tenant(self, name: str, limits: TenantLimits | None = None,
+                         data_dir: str | None = None) -> None:
+        """Set a tenant's limits and data directory (applies to workers spawned from now on)."""
+        self.supervisor.configure_tenant(name, limits, data_dir)
+
+    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Observe engine events (worker_ready, worker_exit, job_done, ...)."""
+        self.supervisor.listeners.append(fn)
+
+    def stats(self, *, memory: bool = True) -> dict[str, Any]:
+        return self.supervisor.stats(memory=memory)
+
+    @property
+    def layers(self) -> dict[str, Any]:
+        """Confinement layers the zygote reported: name -> [active, detail]."""
+        return self.supervisor.layers
+
+    def _check_layers(self) -> None:
+        missing = {k: v for k, v in self.supervisor.layers.items() if not v[0]}
+        if self.config.confine and self.config.require_all_layers and missing:
+            detail = "; ".join(f"{k}: {v[1]}" for k, v in sorted(missing.items()))
+            raise ConfinementUnavailable(f"required confinement layers unavailable: {detail}",
+                                         layers=missing)
+
+    def _prepare(self, tenant: str, path: str | os.PathLike[str] | None, source: str | None,
+                 function: str | None) -> tuple[str, str, str]:
+        if source is None:
+            if path is None:
+                raise ValueError("give a script path or its source")
+            source = load_script(path)
+        display = str(path) if path is not None else "<script>.py"
+        fn = function or Path(display).stem
+        return display, source, fn
+
+    def _submit(self, tenant: str, path: Any, source: str | None, function: str | None,
+                args: Iterable[Any] | None, configuration: dict[str, Any] | None,
+                timeout: float | None, on_done: Callable[[Job], None] | None,
+                debug_code: str | None = None) -> Job:
+        sup = self.supervisor
+        try:
+            display, source, fn = self._prepare(tenant, path, source, function)
+        except NotFound as exc:
+            job = Job(tenant, str(path), "", "", function or "", "[]", "{}", 1.0, on_done)
+            sup._finish(job, Result.failure(exc))
+            return job
+        return sup.submit(tenant, path=display, source=source, function=fn, args=list(args or ()),
+                          configuration=configuration, timeout=timeout, on_done=on_done,
+                          debug_code=debug_code)
+
+
+class Engine(_Base):
+    """Blocking engine. ``with Engine() as eng: eng.invoke("acme", path="login.py", args=[...])``."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        super().__init__(config)
+        self._reactor = SelectorReactor()
+
+    def start(self, timeout: float = 30.0) -> "Engine":
+        self._sup = Supervisor(self.config, self._reactor)
+        self._sup.start()
+        self.run_until(lambda: self._sup is not None and self._sup.zygote_ready, timeout)
+        if not self._sup.zygote_ready:
+            self.close()
+            raise EngineUnavailable("the zygote did not start")
+        try:
+            self._check_layers()
+        except ConfinementUnavailable:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> "Engine":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Run the loop until ``predicate()`` is true or ``timeout`` passes. Returns the predicate."""
+        until = None if timeout is None else time.monotonic() + timeout
+        while not predicate():
+            if until is not None and time.monotonic() >= until:
+                return False
+            self._reactor.run_once(until)
+        return True
+
+    def submit(self, tenant: str, *, path: Any = None, source: str | None = None,
+               function: str | None = None, args: Iterable[Any] | None = None,
+               configuration: dict[str, Any] | None = None, timeout: float | None = None) -> Job:
+        """Queue an invocation and return its job; ``wait`` for its result."""
+        return self._submit(tenant, path, source, function, args, configuration, timeout, None)
+
+    def wait(self, job: Job) -> Result:
+        self.run_until(lambda: job.done)
+        assert job.result is not None
+        return job.result
+
+    def wait_all(self, jobs: list[Job]) -> list[Result]:
+        self.run_until(lambda: all(j.done for j in jobs))
+        return [j.result for j in jobs]  # type: ignore[misc]
+
+    def invoke(self, tenant: str, *, path: Any = None, source: str | None = None,
+               function: str | None = None, args: Iterable[Any] | None = None,
+               configuration: dict[str, Any] | None = None, timeout: float | None = None) -> Result:
+        return self.wait(self.submit(tenant, path=path, source=source, function=function, args=args,
+                                     configuration=configuration, timeout=timeout))
+
+    def debug_exec(self, tenant: str, code: str, timeout: float | None = None) -> Result:
+        """Test-only: run plain Python in a confined worker (needs ``EngineConfig(debug_exec=True)``)."""
+        if not self.config.debug_exec:
+            raise RuntimeError("debug_exec is disabled (EngineConfig.debug_exec)")
+        job = self._submit(tenant, None, "", "debug", [], {}, timeout, None, debug_code=code)
+        return self.wait(job)
+
+    def close(self, graceful: bool = True) -> None:
+        """Stop: with ``graceful``, running calls finish (up to their deadlines) first."""
+        sup = self._sup
+        if sup is None:
+            return
+        if graceful and sup.state == "running":
+            sup.drain()
+            self.run_until(lambda: sup.busy == 0)
+        sup.stop()
+        self._reactor.close()
+        self._reactor = SelectorReactor()
+        self._sup = None
+
+
+class AsyncEngine(_Base):
+    """asyncio engine: ``async with AsyncEngine() as eng: res = await eng.invoke(...)``."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        super().__init__(config)
+        self._idle: asyncio.Event | None = None
+
+    async def start(self, timeout: float = 30.0) -> "AsyncEngine":
+        loop = asyncio.get_running_loop()
+        self._sup = Supervisor(self.config, AsyncioReactor(loop))
+        ready = loop.create_future()
+
+        def on_event(ev: dict[str, Any]) -> None:
+            if ev["event"] == "zygote_ready" and not ready.done():
+                ready.set_result(True)
+
+        self._sup.listeners.append(on_event)
+        self._sup.start()
+        try:
+            await asyncio.wait_for(ready, timeout)
+        except asyncio.TimeoutError:
+            await self.close(graceful=False)
+            raise EngineUnavailable("the zygote did not start") from None
+        finally:
+            self._sup.listeners.remove(on_event) if self._sup else None
+        try:
+            self._check_layers()
+        except ConfinementUnavailable:
+            await self.close(graceful=False)
+            raise
+        return self
+
+    async def __aenter__(self) -> "AsyncEngine":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def invoke(self, tenant: str, *, path: Any = None, source: str | None = None,
+                     function: str | None = None, args: Iterable[Any] | None = None,
+                     configuration: dict[str, Any] | None = None, timeout: float | None = None) -> Result:
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+
+        def done(job: Job) -> None:
+            if not fut.done():
+                fut.set_result(job.result)  # type: ignore[arg-type]
+
+        self._submit(tenant, path, source, function, args, configuration, timeout, done)
+        # A cancelled caller does not cancel the invocation: it finishes (or
+        # times out) in its worker and its result is dropped.
+        return await asyncio.shield(fut)
+
+    async def debug_exec(self, tenant: str, code: str, timeout: float | None = None) -> Result:
+        if not self.config.debug_exec:
+            raise RuntimeError("debug_exec is disabled (EngineConfig.debug_exec)")
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._submit(tenant, None, "", "debug", [], {}, timeout,
+                     lambda job: fut.done() or fut.set_result(job.result), debug_code=code)
+        return await fut
+
+    async def close(self, graceful: bool = True) -> None:
+        sup = self._sup
+        if sup is None:
+            return
+        if graceful and sup.state == "running":
+            sup.drain()
+            if sup.busy:
+                loop = asyncio.get_running_loop()
+                idle = loop.create_future()
+
+                def on_event(ev: dict[str, Any]) -> None:
+                    if ev["event"] == "job_done" and sup.busy == 0 and not idle.done():
+                        idle.set_result(True)
+
+                sup.listeners.append(on_event)
+                await idle
+        # Stopping waits for the zygote to reap its workers (milliseconds).
+        sup.stop()
+        sup.reactor.close()
+        self._sup = None

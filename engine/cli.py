@@ -1,0 +1,173 @@
+"""``scriptvisor``: a thin click layer over the Python API.
+
+Exit status: 0 ok, 1 the invocation (or a check) failed, 2 bad usage
+(missing file, bad option, unreadable input).  Bad input never produces a
+traceback: it produces a message naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+
+from .config import EngineConfig, TenantLimits
+from .errors import BadRequest, InvocationError
+from .result import Result
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_arg(text: str) -> Any:
+    """An ARG is JSON when it parses as JSON, else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_config(pairs: Iterable[str]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--config")
+        config[key] = parse_arg(value)
+    return config
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=False)
+
+
+def _summary(res: Result) -> str:
+    lines = []
+    if res.ok:
+        lines.append(f"ok ({res.duration_ms:.1f} ms)")
+        lines.append(f"result: {_dump(res.result)}")
+    else:
+        err = res.error or {}
+        lines.append(f"failed: {err.get('code')} ({res.duration_ms:.1f} ms)")
+        lines.append(f"{err.get('name')}: {err.get('message')}")
+        extra = {k: v for k, v in err.items() if k not in ("code", "name", "message", "traceback")}
+        if extra:
+            lines.append(f"details: {_dump(extra)}")
+        for fr in err.get("traceback") or []:
+            lines.append(f'  File "{fr.get("file")}", line {fr.get("line")}, in {fr.get("function")}')
+    for line in res.logs:
+        lines.append(f"log: {line}")
+    return "\n".join(lines)
+
+
+def _engine_config(timeout: float | None) -> EngineConfig:
+    limits = TenantLimits() if timeout is None else TenantLimits(timeout=timeout)
+    # One-shot CLI runs keep no spare: nothing follows the last call.
+    return EngineConfig(limits=limits, spares_per_tenant=0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="scriptvisor")
+def main() -> None:
+    """Sandboxed execution of tenant action scripts."""
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("script", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("args", nargs=-1)
+@click.option("--fn", "function", help="Function to call (default: the file's stem).")
+@click.option("--tenant", default="local", show_default=True, help="Tenant the worker is bound to.")
+@click.option("--config", "config_pairs", multiple=True, metavar="KEY=VALUE",
+              help="A configuration value (JSON when it parses, else a string). Repeatable.")
+@click.option("--timeout", type=click.FloatRange(min=0.001), help="Wall clock per call, seconds.")
+@click.option("--batch", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON lines file: one JSON array of arguments per call, run in order.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per call.")
+def run(script: Path, args: tuple[str, ...], function: str | None, tenant: str,
+        config_pairs: tuple[str, ...], timeout: float | None, batch: Path | None, as_json: bool) -> None:
+    """Run SCRIPT with ARGs (callback is appended) on the sandbox engine."""
+    from .api import Engine, load_script
+
+    configuration = parse_config(config_pairs)
+    try:
+        source = load_script(script)
+    except InvocationError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_USAGE)
+    calls: list[Any]
+    if batch is not None:
+        if args:
+            raise click.UsageError("give ARGs or --batch, not both")
+        try:
+            lines = batch.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            click.echo(f"error: cannot read batch file {batch}: {exc.strerror}", err=True)
+            sys.exit(EXIT_USAGE)
+        except UnicodeDecodeError as exc:
+            click.echo(f"error: batch file {batch} is not UTF-8: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        calls = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                calls.append(BadRequest(f"line {n}: not valid JSON ({exc.msg})", line=n))
+                continue
+            if not isinstance(value, list):
+                calls.append(BadRequest(f"line {n}: expected a JSON array of arguments", line=n))
+                continue
+            calls.append(value)
+    else:
+        calls = [[parse_arg(a) for a in args]]
+
+    failed = False
+    try:
+        with Engine(_engine_config(timeout)) as eng:
+            for call in calls:
+                if isinstance(call, InvocationError):
+                    res = Result.failure(call)
+                else:
+                    res = eng.invoke(tenant, path=str(script), source=source, function=function,
+                                     args=call, configuration=configuration)
+                failed = failed or not res.ok
+                click.echo(_dump(res.to_dict()) if as_json else _summary(res))
+    except ValueError as exc:  # a bad tenant name, a non-JSON value
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except InvocationError as exc:
+        click.echo(_dump(Result.failure(exc).to_dict()) if as_json else f"error: {exc.message}")
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("scripts", nargs=-1, required=True, type=click.Path(path_type=Path))
+def check(scripts: tuple[Path, ...]) -> None:
+    """Compile SCRIPTs under the sandbox policy; print each problem as file:line:col."""
+    from .api import load_script
+    from .checker import check_sources
+
+    problems = 0
+    sources: list[tuple[str, str]] = []
+    for path in scripts:
+        try:
+            sources.append((str(path), load_script(path)))
+        except InvocationError as exc:
+            click.echo(f"{path}:0:0: {exc.message}")
+            problems += 1
+    for path, issues in check_sources(sources):
+        for issue in issues:
+            click.echo(f"{path}:{issue['line']}:{issue['column']}: {issue['message']}")
+            problems += 1
+    if problems:
+        click.echo(f"{problems} problem(s) found", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"{len(scripts)} script(s) ok", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,813 @@
+"""The supervisor: pools of tenant-bound workers, jobs, deadlines.
+
+It owns the zygote (an exec'd helper that does all forking), one channel per
+worker, a queue per tenant and a heap of deadlines.  It never blocks and never
+forks: a reactor (``engine.reactor``) calls ``_on_*`` when a socket is
+readable/writable or the earliest deadline passes, and each handler runs one
+short, verb-named step: ``spawn_worker``, ``dispatch``, ``kill_worker``,
+``reap``, ``manage_workers``.
+
+Deadlines: every running job's deadline (and every planned-exit grace period)
+sits in one heap; the reactor's single timer is always re-armed to its head,
+so a deadline is enforced within the selector's millisecond resolution with
+no polling interval.  At a deadline the worker's process is SIGKILLed through
+its pidfd (and its process group), the caller gets ``timeout`` at once, and a
+replacement is requested from the zygote in the same step.
+
+Nothing a worker sends is trusted: frames are size-capped JSON validated by
+``engine.protocol``; anything else kills the worker with ``protocol_error``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from typing import Any, Callable
+
+from . import protocol
+from .config import EngineConfig, TenantLimits
+from .errors import (
+    Crash, EngineUnavailable, InvocationError, Overloaded, ProtocolError, Timeout,
+)
+from .result import Result
+from .worker import Channel, Job, JobState, WorkerHandle, WorkerState
+
+log = logging.getLogger("scriptvisor.supervisor")
+
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+#: How long to wait for the zygote's exit report after a worker's EOF before
+#: reporting the crash without an exit status.
+STATUS_WAIT = 2.0
+#: Consecutive boot failures after which a tenant's queued jobs are failed
+#: instead of retried (a worker that cannot boot must not spin the loop).
+MAX_BOOT_FAILURES = 3
+
+EXIT_NAMES = {3: "worker boot error", 4: "confinement failed", 5: "protocol error from supervisor"}
+
+
+def describe_status(status: int | None) -> dict[str, Any]:
+    """Details for a ``crash`` from a raw wait status."""
+    if status is None:
+        return {"exit_status": None}
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"SIG{sig}"
+        return {"signal": sig, "signal_name": name}
+    code = os.WEXITSTATUS(status)
+    out: dict[str, Any] = {"exit_code": code}
+    if code in EXIT_NAMES:
+        out["reason"] = EXIT_NAMES[code]
+    return out
+
+
+class TenantPool:
+    __slots__ = ("name", "limits", "data_dir", "workers", "idle", "queue", "last_used",
+                 "boot_failures", "boot_error")
+
+    def __init__(self, name: str, limits: TenantLimits, data_dir: str | None) -> None:
+        self.name = name
+        self.limits = limits
+        self.data_dir = data_dir
+        self.workers: set[WorkerHandle] = set()
+        self.idle: list[WorkerHandle] = []   # LIFO: the warmest worker is reused first
+        self.queue: deque[Job] = deque()
+        self.last_used = time.monotonic()
+        self.boot_failures = 0
+        self.boot_error = ""
+
+    def count(self, state: WorkerState) -> int:
+        return sum(1 for w in self.workers if w.state is state)
+
+
+def source_digest(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Supervisor:
+    def __init__(self, config: EngineConfig, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.pools: dict[str, TenantPool] = {}
+        self.workers: dict[int, WorkerHandle] = {}          # by worker id, all not DEAD
+        self.by_pid: dict[int, WorkerHandle] = {}          # until the zygote reports the exit
+        self.heap: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self.zygote: subprocess.Popen[bytes] | None = None
+        self.zchan: Channel | None = None
+        self.zygote_ready = False
+        self.layers: dict[str, Any] = {}
+        self.state = "new"  # new -> running -> draining -> stopped
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.counters: dict[str, int] = {}
+        self._timer_at: float | None = None
+        self._cancelled = 0
+        self._zygote_restarts: deque[float] = deque(maxlen=5)
+        self.uidmap: Any = None
+        self.am_root = os.geteuid() == 0
+
+    # ------------------------------------------------------------------ events
+    def emit(self, event: str, **fields: Any) -> None:
+        self.counters[event] = self.counters.get(event, 0) + 1
+        if self.listeners:
+            fields["event"] = event
+            fields["t"] = time.monotonic()
+            for fn in list(self.listeners):
+                try:
+                    fn(fields)
+                except Exception:  # an observer must never break the loop
+                    log.exception("event listener failed")
+
+    # ------------------------------------------------------------------ zygote
+    def start(self) -> None:
+        if self.state != "new":
+            raise RuntimeError("supervisor already started")
+        os.makedirs(self.config.state_dir, mode=0o711, exist_ok=True)
+        if self.am_root and self.config.confine:
+            try:
+                from .uids import UidMap
+            except ImportError:
+                self.uidmap = None
+            else:
+                self.uidmap = UidMap(self.config.state_dir, self.config.uid_base, self.config.uid_count)
+        self.start_zygote()
+        self.state = "running"
+
+    def start_zygote(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # A scrubbed environment: nothing of the supervisor's (secrets) reaches
+        # the zygote, hence no worker.
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+               "PYTHONPATH": root, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+        self.zygote = subprocess.Popen(
+            [sys.executable, "-s", "-m", "engine.zygote", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, cwd="/",
+        )
+        theirs.close()
+        self.zygote_ready = False
+        chan = Channel(ours, protocol.DEFAULT_MAX_FRAME)
+        self.zchan = chan
+        fd = chan.fd
+        chan.want_write = lambda on: (self.reactor.add_writer(fd, chan.flush) if on
+                                      else self.reactor.remove_writer(fd))
+        self.reactor.add_reader(fd, self._on_zygote_readable)
+
+    def _on_zygote_readable(self) -> None:
+        chan = self.zchan
+        if chan is None:
+            return
+        try:
+            messages = chan.read()
+        except protocol.FrameError as exc:
+            log.error("zygote broke the protocol: %s", exc.message)
+            messages = None
+        if messages is None:
+            self._zygote_died()
+            return
+        for msg in messages:
+            kind = msg["t"]
+            if kind == "spawned":
+                self._on_spawned(msg.get("worker"), msg.get("pid"))
+            elif kind == "exited":
+                self._on_exited(msg.get("pid"), msg.get("status"))
+            elif kind == "failed":
+                self._on_spawn_failed(msg.get("worker"), str(msg.get("reason")))
+            elif kind == "hello":
+                self.zygote_ready = True
+                self.layers = msg.get("layers") or {}
+                self.emit("zygote_ready", pid=msg.get("pid"), layers=self.layers)
+            elif kind == "log":
+                level = getattr(logging, str(msg.get("level", "info")).upper(), logging.INFO)
+                log.log(level, "zygote: %s", msg.get("message"))
+
+    def _zygote_died(self) -> None:
+        """The zygote is gone; its workers die with it (PDEATHSIG). Restart it."""
+        chan = self.zchan
+        if chan is not None:
+            self.reactor.remove_reader(chan.fd)
+            self.reactor.remove_writer(chan.fd)
+            chan.close()
+        self.zchan = None
+        status = None
+        if self.zygote is not None:
+            try:
+                status = self.zygote.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                self.zygote.kill()
+                status = self.zygote.wait()
+        self.emit("zygote_exit", status=status)
+        for w in list(self.workers.values()):
+            self.kill_worker(w, "zygote_exit", Crash("the worker's parent (zygote) died", status=status))
+        if self.state != "running":
+            return
+        now = time.monotonic()
+        self._zygote_restarts.append(now)
+        if len(self._zygote_restarts) == self._zygote_restarts.maxlen and now - self._zygote_restarts[0] < 60:
+            log.error("zygote keeps dying; the engine stops accepting work")
+            self.state = "draining"
+            self._fail_all_queued(EngineUnavailable("the engine cannot keep its zygote alive"))
+            return
+        log.warning("zygote exited (status %s); restarting it", status)
+        self.start_zygote()
+        for pool in self.pools.values():
+            self.manage_workers(pool)
+
+    # ------------------------------------------------------------------ tenants
+    def configure_tenant(self, name: str, limits: TenantLimits | None = None,
+                         data_dir: str | None = None) -> TenantPool:
+        if not TENANT_NAME.match(name or ""):
+            raise ValueError(f"invalid tenant name {name!r}: use letters, digits, '_', '.', '-' (max 63)")
+        pool = self.pools.get(name)
+        if pool is None:
+            pool = TenantPool(name, limits or self.config.limits, data_dir)
+            self.pools[name] = pool
+        else:
+            if limits is not None:
+                pool.limits = limits
+            if data_dir is not None:
+                pool.data_dir = data_dir
+        return pool
+
+    def _policy(self, pool: TenantPool, worker_id: int) -> dict[str, Any]:
+        uid = gid = None
+        if self.uidmap is not None:
+            uid = gid = self.uidmap.uid_for(pool.name)
+        return {
+            "tenant": pool.name,
+            "worker_id": worker_id,
+            "uid": uid,
+            "gid": gid,
+            "scratch_dir": os.path.join(self.config.state_dir, "scratch", pool.name, str(worker_id)),
+            "data_dir": pool.data_dir,
+            "allowed_ports": list(pool.limits.allowed_ports),
+            "limits": pool.limits.to_dict(),
+            "confine": self.config.confine,
+            "debug_exec": self.config.debug_exec,
+            "max_frame": self.config.max_frame,
+        }
+
+    # ------------------------------------------------------------------ workers
+    def spawn_worker(self, pool: TenantPool) -> WorkerHandle | None:
+        if self.zchan is None:
+            return None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        chan = Channel(ours, self.config.max_frame)
+        w = WorkerHandle(pool.name, chan, {})
+        w.policy = self._policy(pool, w.id)
+        fd = chan.fd
+        chan.want_write = lambda on: (self.reactor.add_writer(fd, chan.flush) if on
+                                      else self.reactor.remove_writer(fd))
+        self.workers[w.id] = w
+        pool.workers.add(w)
+        self.reactor.add_reader(fd, lambda: self._on_worker_readable(w))
+        frame = protocol.encode({"t": "spawn", "worker": w.id, "policy": w.policy})
+        self.zchan.send(frame, os.dup(theirs.fileno()))
+        theirs.close()
+        self.emit("worker_spawn", tenant=pool.name, worker=w.id)
+        return w
+
+    def _on_spawned(self, worker_id: Any, pid: Any) -> None:
+        w = self.workers.get(worker_id) if type(worker_id) is int else None
+        if w is None or type(pid) is not int:
+            return
+        w.pid = pid
+        self.by_pid[pid] = w
+        try:
+            w.pidfd = os.pidfd_open(pid)
+        except OSError:
+            w.pidfd = None  # already gone; its EOF and exit report follow
+        if w.got_ready and w.state is WorkerState.SPAWNING:
+            self._became_ready(w)
+
+    def _on_spawn_failed(self, worker_id: Any, reason: str) -> None:
+        w = self.workers.get(worker_id) if type(worker_id) is int else None
+        if w is None:
+            return
+        log.error("spawn of a worker for tenant %s failed: %s", w.tenant, reason)
+        self._boot_failed(w, reason)
+
+    def _boot_failed(self, w: WorkerHandle, reason: str) -> None:
+        pool = self.pools[w.tenant]
+        pool.boot_failures += 1
+        pool.boot_error = reason
+        self._close_worker(w, "boot_failed")
+        if pool.boot_failures >= MAX_BOOT_FAILURES:
+            err = EngineUnavailable(f"workers for tenant {pool.name!r} fail to start: {reason}")
+            while pool.queue:
+                self._finish(pool.queue.popleft(), Result.failure(err))
+        else:
+            self.manage_workers(pool)
+
+    def _became_ready(self, w: WorkerHandle) -> None:
+        w.transition(WorkerState.IDLE)
+        w.ready_at = time.monotonic()
+        pool = self.pools[w.tenant]
+        pool.boot_failures = 0
+        if self.config.max_worker_age:
+            self._push(w.spawned_at + self.config.max_worker_age, "age", w)
+        self.emit("worker_ready", tenant=w.tenant, worker=w.id, pid=w.pid,
+                  boot_ms=(w.ready_at - w.spawned_at) * 1000.0)
+        self._worker_free(w)
+
+    def _worker_free(self, w: WorkerHandle) -> None:
+        """``w`` is IDLE with no job: give it the next queued one, or park it."""
+        pool = self.pools[w.tenant]
+        while pool.queue:
+            job = pool.queue.popleft()
+            if job.done:
+                continue
+            self.dispatch(w, job)
+            return
+        pool.idle.append(w)
+        self._serve_starved()
+
+    def kill_worker(self, w: WorkerHandle, reason: str, error: InvocationError | None = None) -> None:
+        """SIGKILL the worker and its process group, close it, fail its job with ``error``."""
+        if not w.alive:
+            return
+        if w.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(w.pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+        if w.pid is not None:
+            try:
+                os.killpg(w.pid, signal.SIGKILL)  # the worker did setsid(): pgid == pid
+            except OSError:
+                pass
+        elif self.zchan is not None:
+            # Not yet told its pid: ask the zygote, which knows it.
+            pass
+        job = w.job
+        self._close_worker(w, reason)
+        if job is not None and not job.done:
+            self._finish(job, Result.failure(error or Crash(f"worker killed: {reason}"),
+                                             worker=w.info()))
+
+    def _close_worker(self, w: WorkerHandle, reason: str) -> None:
+        if not w.alive:
+            return
+        was_spawning = w.state is WorkerState.SPAWNING and w.pid is None
+        w.transition(WorkerState.DEAD)
+        w.exit_reason = reason
+        self.reactor.remove_reader(w.chan.fd)
+        self.reactor.remove_writer(w.chan.fd)
+        w.chan.close()
+        if w.pidfd is not None:
+            os.close(w.pidfd)
+            w.pidfd = None
+        self.workers.pop(w.id, None)
+        pool = self.pools.get(w.tenant)
+        if pool is not None:
+            pool.workers.discard(w)
+            if w in pool.idle:
+                pool.idle.remove(w)
+        if was_spawning and self.zchan is not None:
+            # The zygote may fork it after all; it will be reaped and reported.
+            pass
+        self.emit("worker_exit", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
+        if pool is not None and self.state == "running":
+            self.manage_workers(pool)
+
+    def _on_exited(self, pid: Any, status: Any) -> None:
+        if type(pid) is not int:
+            return
+        w = self.by_pid.pop(pid, None)
+        if w is None:
+            return
+        w.exit_status = status if type(status) is int else None
+        if w.alive:
+            # Dead but not yet seen as EOF: drain what it wrote before dying.
+            for _ in range(64):
+                if not w.alive:
+                    break
+                self._on_worker_readable(w)
+            if w.alive:
+                self._worker_gone(w)
+        elif w.pending_crash is not None:
+            job, w.pending_crash = w.pending_crash, None
+            self._finish(job, Result.failure(self._crash(w), worker=w.info()))
+
+    def _crash(self, w: WorkerHandle) -> Crash:
+        details = describe_status(w.exit_status)
+        if "signal_name" in details:
+            what = f"killed by {details['signal_name']}"
+            if details["signal_name"] == "SIGXCPU":
+                what += " (CPU time limit)"
+            elif details["signal_name"] == "SIGKILL":
+                what += " (out of memory, or killed from outside)"
+        elif details.get("exit_code") is not None:
+            what = f"exited with status {details['exit_code']}"
+        else:
+            what = "died (exit status unknown)"
+        return Crash(f"worker {what}", **details)
+
+    def _worker_gone(self, w: WorkerHandle) -> None:
+        """EOF on a worker's channel: it died or closed its end on purpose."""
+        if w.state is WorkerState.SPAWNING and not w.got_ready:
+            status = describe_status(w.exit_status)
+            self._boot_failed(w, f"worker exited before it was ready ({status})")
+            return
+        if w.state is WorkerState.EXITING:
+            self._close_worker(w, w.exit_reason or "planned")
+            return
+        job = w.job
+        status_known = w.exit_status is not None or w.pid is None
+        if w.pid is not None and w.exit_status is None:
+            # Make sure it is really gone (a hostile worker may just close its socket).
+            if w.pidfd is not None:
+                try:
+                    signal.pidfd_send_signal(w.pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
+        self._close_worker(w, "crash")
+        if job is not None and not job.done:
+            if status_known or w.pid not in self.by_pid:
+                self._finish(job, Result.failure(self._crash(w), worker=w.info()))
+            else:
+                w.pending_crash = job
+                self._push(time.monotonic() + STATUS_WAIT, "status", w)
+
+    def _on_worker_readable(self, w: WorkerHandle) -> None:
+        if not w.alive:
+            return
+        try:
+            messages = w.chan.read()
+        except protocol.FrameError as exc:
+            self.kill_worker(w, "protocol_error", ProtocolError(
+                f"worker sent a bad frame: {exc.message}", reason=exc.reason))
+            return
+        if messages is None:
+            self._worker_gone(w)
+            return
+        for raw in messages:
+            if not w.alive:
+                return
+            try:
+                msg = protocol.parse_worker_message(raw)
+            except protocol.FrameError as exc:
+                self.kill_worker(w, "protocol_error", ProtocolError(
+                    f"worker sent a bad message: {exc.message}", reason=exc.reason))
+                return
+            if isinstance(msg, protocol.WorkerResult):
+                self._on_result(w, msg)
+            elif isinstance(msg, protocol.NeedSource):
+                job = w.job
+                if job is None or job.id != msg.id or job.resent:
+                    self.kill_worker(w, "protocol_error", ProtocolError("unexpected need_source"))
+                    return
+                job.resent = True
+                w.known_sources.discard(job.hash)
+                self._send_invoke(w, job)
+            else:  # Ready
+                if w.state is not WorkerState.SPAWNING or w.got_ready:
+                    self.kill_worker(w, "protocol_error", ProtocolError("unexpected ready frame"))
+                    return
+                w.got_ready = True
+                if w.pid is not None:
+                    self._became_ready(w)
+
+    def _on_result(self, w: WorkerHandle, msg: protocol.WorkerResult) -> None:
+        job = w.job
+        if w.state is not WorkerState.BUSY or job is None or job.id != msg.id:
+            self.kill_worker(w, "protocol_error", ProtocolError("result for a job the worker does not hold"))
+            return
+        w.job = None
+        w.invocations += 1
+        w.last_used = time.monotonic()
+        info = w.info()
+        info["cpu_ms"] = msg.stats.get("cpu_ms")
+        info["maxrss_kb"] = msg.stats.get("maxrss_kb")
+        result = Result(msg.ok, msg.result, msg.error, msg.logs,
+                        (time.monotonic() - job.submitted) * 1000.0, info)
+        self._finish(job, result)
+        w.transition(WorkerState.IDLE)
+        if self._should_recycle(w):
+            self.retire_worker(w, "planned")
+        else:
+            # _worker_free expects an IDLE worker that is not in the idle list
+            self._worker_free(w)
+
+    def _should_recycle(self, w: WorkerHandle) -> bool:
+        cfg = self.config
+        if cfg.max_invocations_per_worker and w.invocations >= cfg.max_invocations_per_worker:
+            return True
+        return bool(cfg.max_worker_age and time.monotonic() - w.spawned_at >= cfg.max_worker_age)
+
+    def retire_worker(self, w: WorkerHandle, reason: str) -> None:
+        """Planned recycle: ask the worker to exit (closing its resources), kill after a grace."""
+        if w.state is not WorkerState.IDLE:
+            return
+        pool = self.pools[w.tenant]
+        if w in pool.idle:
+            pool.idle.remove(w)
+        w.transition(WorkerState.EXITING)
+        w.exit_reason = reason
+        try:
+            w.chan.send(protocol.encode({"t": "exit"}))
+        except OSError:
+            pass
+        self._push(time.monotonic() + self.config.exit_grace, "grace", w)
+        self.emit("worker_retire", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
+        if self.state == "running":
+            self.manage_workers(pool)
+
+    def manage_workers(self, pool: TenantPool) -> None:
+        """Keep busy + queued + spares workers for the tenant, within its limits and the cap."""
+        if self.state != "running" or self.zchan is None or pool.boot_failures >= MAX_BOOT_FAILURES:
+            return
+        busy = spawning = idle = 0
+        for w in pool.workers:
+            if w.state is WorkerState.BUSY:
+                busy += 1
+            elif w.state is WorkerState.SPAWNING:
+                spawning += 1
+            elif w.state is WorkerState.IDLE:
+                idle += 1
+        spares = self.config.spares_per_tenant
+        want = min(busy + len(pool.queue) + spares, pool.limits.max_concurrency + spares)
+        have = busy + spawning + idle
+        while have < want:
+            if not self._make_room(pool):
+                break
+            if self.spawn_worker(pool) is None:
+                break
+            have += 1
+
+    def _live_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state is not WorkerState.EXITING)
+
+    def _make_room(self, pool: TenantPool) -> bool:
+        """True when one more worker fits under the global cap (evicting LRU idle ones)."""
+        if self._live_count() < self.config.max_workers:
+            return True
+        others = sorted((p for p in self.pools.values() if p is not pool and p.idle),
+                        key=lambda p: p.last_used)
+        for other in others:
+            victim = other.idle[0]  # the coldest worker of the least recently used tenant
+            self.retire_worker(victim, "evicted")
+            return True
+        return False
+
+    def _serve_starved(self) -> None:
+        """A tenant with queued jobs and no worker at all may be waiting on the cap."""
+        for pool in self.pools.values():
+            if pool.queue and not any(w.state is not WorkerState.EXITING for w in pool.workers):
+                self.manage_workers(pool)
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, tenant: str, *, path: str, source: str, function: str, args: list[Any],
+               configuration: dict[str, Any] | None, timeout: float | None,
+               on_done: Callable[[Job], None] | None = None, debug_code: str | None = None) -> Job:
+        pool = self.pools.get(tenant) or self.configure_tenant(tenant)
+        if timeout is None:
+            timeout = pool.limits.timeout
+        timeout = float(timeout)
+        if not (timeout > 0):
+            raise ValueError("timeout must be a positive number of seconds")
+        try:
+            args_json = _json(list(args))
+            config_json = _json(dict(configuration or {}))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"arguments and configuration must be JSON values: {exc}") from None
+        job = Job(tenant, path, source, source_digest(source), function, args_json, config_json,
+                  timeout, on_done, debug_code)
+        pool.last_used = job.submitted
+        if self.state != "running":
+            self._finish(job, Result.failure(EngineUnavailable("the engine is not accepting work")))
+            return job
+        if pool.boot_failures >= MAX_BOOT_FAILURES:
+            pool.boot_failures = MAX_BOOT_FAILURES - 1  # one more try for a new request
+        while pool.idle:
+            w = pool.idle.pop()
+            if w.state is WorkerState.IDLE:
+                self.dispatch(w, job)
+                self.manage_workers(pool)
+                return job
+        if len(pool.queue) >= pool.limits.max_queue:
+            self._finish(job, Result.failure(Overloaded(
+                f"tenant {tenant!r} has {len(pool.queue)} invocations waiting", retry_after=1)))
+            return job
+        pool.queue.append(job)
+        job.deadline = job.submitted + timeout
+        job.timer = self._push(job.deadline, "queued", job)
+        self.manage_workers(pool)
+        return job
+
+    def dispatch(self, w: WorkerHandle, job: Job) -> None:
+        w.transition(WorkerState.BUSY)
+        w.job = job
+        job.transition(JobState.RUNNING)
+        job.worker = w
+        now = time.monotonic()
+        if job.deadline and job.deadline <= now:
+            job.deadline = now  # spent its whole budget in the queue
+        elif not job.deadline:
+            job.deadline = now + job.timeout
+        # A queued job keeps the deadline it got at submission: the caller's
+        # wall clock covers waiting for a worker too.
+        self._cancel(job.timer)
+        job.timer = self._push(job.deadline, "job", job)
+        self._send_invoke(w, job)
+
+    def _send_invoke(self, w: WorkerHandle, job: Job) -> None:
+        remaining = max(0.001, job.deadline - time.monotonic())
+        if job.debug_code is not None:
+            frame = protocol.encode({"t": "debug_exec", "id": job.id, "code": job.debug_code},
+                                    self.config.max_frame * 4)
+        else:
+            if job.hash in w.known_sources:
+                src = "null"
+            else:
+                src = _json(job.source)
+                w.known_sources.add(job.hash)
+            payload = (
+                f'{{"t":"invoke","id":{job.id},"timeout":{remaining!r},"hash":"{job.hash}",'
+                f'"path":{_json(job.path)},"fn":{_json(job.fn)},"source":{src},'
+                f'"args":{job.args_json},"config":{job.config_json}}}'
+            ).encode("utf-8", "surrogatepass")
+            frame = protocol.HEADER.pack(b"SV", protocol.VERSION, protocol.KIND_JSON, len(payload)) + payload
+        try:
+            w.chan.send(frame)
+        except OSError as exc:
+            self.kill_worker(w, "protocol_error", ProtocolError(f"worker stopped reading: {exc}"))
+
+    def _finish(self, job: Job, result: Result) -> None:
+        if job.done:
+            return
+        job.transition(JobState.DONE)
+        self._cancel(job.timer)
+        job.timer = None
+        if not result.duration_ms:
+            result.duration_ms = (time.monotonic() - job.submitted) * 1000.0
+        job.result = result
+        job.worker = None
+        self.emit("job_done", tenant=job.tenant, job=job.id, code=result.code,
+                  duration_ms=result.duration_ms, pid=result.worker.get("pid"))
+        if job.on_done is not None:
+            try:
+                job.on_done(job)
+            except Exception:
+                log.exception("job completion callback failed")
+
+    def _fail_all_queued(self, err: InvocationError) -> None:
+        for pool in self.pools.values():
+            while pool.queue:
+                self._finish(pool.queue.popleft(), Result.failure(err))
+
+    # ------------------------------------------------------------------ deadlines
+    def _push(self, when: float, kind: str, obj: Any) -> list[Any]:
+        """Schedule ``kind`` for ``obj`` at ``when``. Returns a handle; ``handle[0] = None`` cancels.
+
+        Cancelled entries stay in the heap holding nothing (so finished jobs
+        and their payloads are freed at once) and are compacted away when they
+        outnumber the live ones.
+        """
+        ref = [obj]
+        heapq.heappush(self.heap, (when, next(self._seq), kind, ref))
+        if self._cancelled > 1024 and self._cancelled * 2 > len(self.heap):
+            self.heap = [e for e in self.heap if e[3][0] is not None]
+            heapq.heapify(self.heap)
+            self._cancelled = 0
+        if self._timer_at is None or when < self._timer_at:
+            self._timer_at = when
+            self.reactor.call_at(when, self._on_timer)
+        return ref
+
+    def _cancel(self, ref: list[Any] | None) -> None:
+        if ref is not None and ref[0] is not None:
+            ref[0] = None
+            self._cancelled += 1
+
+    def _on_timer(self) -> None:
+        self._timer_at = None
+        now = time.monotonic()
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            when, _, kind, ref = heapq.heappop(heap)
+            obj = ref[0]
+            if obj is None:
+                self._cancelled = max(0, self._cancelled - 1)
+                continue
+            if kind == "job":
+                job: Job = obj
+                if job.state is JobState.RUNNING and job.deadline == when and job.worker is not None:
+                    w = job.worker
+                    self.kill_worker(w, "timeout", Timeout(
+                        f"invocation exceeded its {job.timeout:g} s wall clock; worker recycled",
+                        timeout=job.timeout))
+            elif kind == "queued":
+                job = obj
+                if job.state is JobState.QUEUED:
+                    pool = self.pools.get(job.tenant)
+                    if pool is not None:
+                        try:
+                            pool.queue.remove(job)
+                        except ValueError:
+                            pass
+                    self._finish(job, Result.failure(Timeout(
+                        f"no worker became free within the {job.timeout:g} s wall clock",
+                        timeout=job.timeout, phase="queued")))
+            elif kind == "grace":
+                w = obj
+                if w.alive and w.state is WorkerState.EXITING:
+                    self.kill_worker(w, w.exit_reason or "planned")
+            elif kind == "status":
+                w = obj
+                if w.pending_crash is not None:
+                    job, w.pending_crash = w.pending_crash, None
+                    self._finish(job, Result.failure(self._crash(w), worker=w.info()))
+            elif kind == "age":
+                w = obj
+                if w.alive and w.state is WorkerState.IDLE and self._should_recycle(w):
+                    self.retire_worker(w, "age")
+            now = time.monotonic()
+        if heap:
+            self._timer_at = heap[0][0]
+            self.reactor.call_at(self._timer_at, self._on_timer)
+        else:
+            self.reactor.call_at(None, self._on_timer)
+
+    # ------------------------------------------------------------------ shutdown
+    def drain(self) -> None:
+        """Stop accepting work; queued jobs fail, running ones finish or time out."""
+        if self.state == "running":
+            self.state = "draining"
+            self._fail_all_queued(EngineUnavailable("the engine is shutting down"))
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state is WorkerState.BUSY)
+
+    def stop(self) -> None:
+        """Kill every worker, stop the zygote and wait for it. Idempotent."""
+        if self.state == "stopped":
+            return
+        self.drain()
+        self.state = "stopped"
+        for w in list(self.workers.values()):
+            self.kill_worker(w, "shutdown", EngineUnavailable("the engine stopped"))
+        if self.zchan is not None:
+            try:
+                self.zchan.send(protocol.encode({"t": "stop"}))
+                self.zchan.sock.setblocking(True)
+                self.zchan.flush()
+            except OSError:
+                pass
+        if self.zygote is not None:
+            try:
+                self.zygote.wait(timeout=10.0)
+            except subprocess.TimeoutExpired:
+                self.zygote.kill()
+                self.zygote.wait()
+        if self.zchan is not None:
+            self.reactor.remove_reader(self.zchan.fd)
+            self.reactor.remove_writer(self.zchan.fd)
+            self.zchan.close()
+            self.zchan = None
+        self.by_pid.clear()
+        self.reactor.call_at(None, self._on_timer)
+        self.heap.clear()
+
+    # ------------------------------------------------------------------ stats
+    def stats(self, *, memory: bool = True) -> dict[str, Any]:
+        import psutil
+
+        tenants: dict[str, Any] = {}
+        for pool in self.pools.values():
+            ws = []
+            for w in pool.workers:
+                entry: dict[str, Any] = {"worker_id": w.id, "pid": w.pid, "state": w.state.name.lower(),
+                                         "invocations": w.invocations,
+                                         "age_s": round(time.monotonic() - w.spawned_at, 3)}
+                if memory and w.pid is not None:
+                    try:
+                        p = psutil.Process(w.pid)
+                        mem = p.memory_full_info()
+                        cpu = p.cpu_times()
+                        entry.update(rss=mem.rss, uss=mem.uss, cpu_s=round(cpu.user + cpu.system, 3))
+                    except (psutil.Error, OSError):
+                        pass
+                ws.append(entry)
+            tenants[pool.name] = {"workers": ws, "queued": len(pool.queue),
+                                  "idle": len(pool.idle), "boot_error": pool.boot_error or None}
+        return {"state": self.state, "zygote_pid": self.zygote.pid if self.zygote else None,
+                "layers": self.layers, "tenants": tenants, "counters": dict(self.counters),
+                "workers_alive": len(self.workers)}

@@ -1,0 +1,224 @@
+"""Supervisor-side bookkeeping: a framed channel, a worker handle, a job.
+
+Process bookkeeping (``WorkerHandle``) is kept apart from job bookkeeping
+(``Job``) and from pool policy (``engine.supervisor``).  Both state machines
+are explicit enums; a terminal state cannot be left (``transition`` raises).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import time
+from collections import deque
+from enum import IntEnum
+from typing import Any, Callable
+
+from . import protocol
+from .result import Result
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+class WorkerState(IntEnum):
+    SPAWNING = 1  # asked the zygote; waiting for its pid and the worker's ready frame
+    IDLE = 2      # ready, bound to its tenant, no job
+    BUSY = 3      # running exactly one job
+    EXITING = 4   # asked to exit (planned recycle); SIGKILL after the grace period
+    DEAD = 5      # terminal: killed or gone; socket closed
+
+
+_WORKER_MOVES = {
+    WorkerState.SPAWNING: {WorkerState.IDLE, WorkerState.DEAD},
+    WorkerState.IDLE: {WorkerState.BUSY, WorkerState.EXITING, WorkerState.DEAD},
+    WorkerState.BUSY: {WorkerState.IDLE, WorkerState.EXITING, WorkerState.DEAD},
+    WorkerState.EXITING: {WorkerState.DEAD},
+    WorkerState.DEAD: set(),
+}
+
+
+class JobState(IntEnum):
+    QUEUED = 1
+    RUNNING = 2
+    DONE = 3  # terminal
+
+
+_JOB_MOVES = {
+    JobState.QUEUED: {JobState.RUNNING, JobState.DONE},
+    JobState.RUNNING: {JobState.DONE},
+    JobState.DONE: set(),
+}
+
+
+class Channel:
+    """A non-blocking framed socket. Writes that do not fit wait for EVENT_WRITE.
+
+    ``send`` never blocks, so a peer that stops reading (a hostile worker)
+    cannot stall the supervisor; its backlog is bounded by ``max_backlog``.
+    """
+
+    def __init__(self, sock: socket.socket, max_frame: int, max_backlog: int = 64 * 1024 * 1024) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.decoder = protocol.FrameDecoder(max_frame)
+        self.out: deque[list[Any]] = deque()  # [bytes/memoryview, fd or None]
+        self.backlog = 0
+        self.max_backlog = max_backlog
+        self.closed = False
+        self.want_write: Callable[[bool], None] = lambda on: None
+
+    def send(self, data: bytes, fd: int | None = None) -> None:
+        if self.closed:
+            return
+        if not self.out:
+            try:
+                if fd is None:
+                    sent = self.sock.send(data)
+                else:
+                    sent = socket.send_fds(self.sock, [data], [fd])
+                    os.close(fd)
+                    fd = None
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+            self.out.append([data, fd])
+            self.backlog += len(data)
+            self.want_write(True)
+        else:
+            self.out.append([data, fd])
+            self.backlog += len(data)
+        if self.backlog > self.max_backlog:
+            raise OSError(errno.ENOBUFS, "peer is not reading its channel")
+
+    def flush(self) -> None:
+        """Called on EVENT_WRITE."""
+        while self.out:
+            data, fd = self.out[0]
+            try:
+                if fd is None:
+                    sent = self.sock.send(data)
+                else:
+                    sent = socket.send_fds(self.sock, [data], [fd])
+                    os.close(fd)
+                    self.out[0][1] = None
+            except BlockingIOError:
+                return
+            self.backlog -= sent
+            if sent < len(data):
+                self.out[0][0] = memoryview(data)[sent:]
+                return
+            self.out.popleft()
+        self.want_write(False)
+
+    def read(self) -> list[dict[str, Any]] | None:
+        """Messages now available; None at EOF. Raises ``protocol.FrameError``."""
+        try:
+            data = self.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        return self.decoder.feed(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for _data, fd in self.out:
+            if fd is not None:
+                os.close(fd)
+        self.out.clear()
+        self.sock.close()
+
+
+_job_ids = itertools.count(1)
+
+
+class Job:
+    __slots__ = (
+        "id", "tenant", "path", "source", "hash", "fn", "args_json", "config_json",
+        "timeout", "submitted", "deadline", "state", "worker", "result", "on_done",
+        "debug_code", "resent", "timer",
+    )
+
+    def __init__(self, tenant: str, path: str, source: str, digest: str, fn: str,
+                 args_json: str, config_json: str, timeout: float,
+                 on_done: Callable[["Job"], None] | None = None, debug_code: str | None = None) -> None:
+        self.id = next(_job_ids)
+        self.tenant = tenant
+        self.path = path
+        self.source = source
+        self.hash = digest
+        self.fn = fn
+        self.args_json = args_json
+        self.config_json = config_json
+        self.timeout = timeout
+        self.submitted = time.monotonic()
+        self.deadline = 0.0
+        self.state = JobState.QUEUED
+        self.worker: WorkerHandle | None = None
+        self.result: Result | None = None
+        self.on_done = on_done
+        self.debug_code = debug_code
+        self.resent = False
+        self.timer: list[Any] | None = None
+
+    def transition(self, new: JobState) -> None:
+        if new not in _JOB_MOVES[self.state]:
+            raise IllegalTransition(f"job {self.id}: {self.state.name} -> {new.name}")
+        self.state = new
+
+    @property
+    def done(self) -> bool:
+        return self.state is JobState.DONE
+
+
+_worker_ids = itertools.count(1)
+
+
+class WorkerHandle:
+    __slots__ = (
+        "id", "tenant", "chan", "pid", "pidfd", "state", "job", "known_sources",
+        "spawned_at", "ready_at", "invocations", "got_ready", "exit_status",
+        "exit_reason", "last_used", "pending_crash", "policy",
+    )
+
+    def __init__(self, tenant: str, chan: Channel, policy: dict[str, Any]) -> None:
+        self.id = next(_worker_ids)
+        self.tenant = tenant
+        self.chan = chan
+        self.pid: int | None = None
+        self.pidfd: int | None = None
+        self.state = WorkerState.SPAWNING
+        self.job: Job | None = None
+        self.known_sources: set[str] = set()
+        self.spawned_at = time.monotonic()
+        self.ready_at = 0.0
+        self.invocations = 0
+        self.got_ready = False
+        self.exit_status: int | None = None
+        self.exit_reason: str | None = None
+        self.last_used = self.spawned_at
+        self.pending_crash: Job | None = None
+        self.policy = policy
+
+    def transition(self, new: WorkerState) -> None:
+        if new not in _WORKER_MOVES[self.state]:
+            raise IllegalTransition(f"worker {self.id}: {self.state.name} -> {new.name}")
+        self.state = new
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not WorkerState.DEAD
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": self.pid, "worker_id": self.id, "invocations": self.invocations}

@@ -1,0 +1,269 @@
+"""The zygote: a small, single-threaded, pre-warmed parent that forks workers.
+
+Contract
+--------
+* **Started once** by the supervisor with ``python -s -m engine.zygote FD``
+  (fork+exec, so it inherits nothing of a grown supervisor), a scrubbed
+  environment and one descriptor: its control socket.  It never starts a
+  thread, so ``fork()`` here is always safe.
+* **Preloads** RestrictedPython, the runner, every facade and the confinement
+  module, compiles a warm-up script, then ``gc.freeze()``s so forked workers
+  share those pages copy-on-write and do not dirty them with GC bookkeeping.
+  Then it says ``hello`` with the confinement layers it can provide.
+* **On ``spawn``** (a frame plus the worker's socket passed as SCM_RIGHTS) it
+  calls ``confine.prepare(policy)``, forks, answers ``spawned {worker, pid}``
+  and closes its copy of the socket.  The supervisor now holds the only other
+  end: when the worker dies, the supervisor sees EOF.
+* **In the child**, before any tenant code exists: signal handlers back to
+  defaults, stdin/stdout/stderr to ``/dev/null``, every other descriptor
+  closed except the worker socket and the ones confinement asks to keep,
+  ``confine.apply(policy)``, then ``sandbox.worker.serve``.
+* **Reaps** every worker (SIGCHLD through a wakeup pipe, no polling) and
+  reports ``exited {pid, status}`` with the raw wait status, then empties the
+  worker's scratch directory.
+* **On ``stop``** or EOF on the control socket (the supervisor is gone) it
+  SIGKILLs every worker's process group, reaps them and exits.
+
+Log lines travel to the supervisor as ``log`` frames on the control socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from engine import protocol
+
+EXIT_CODES = {
+    "ok": 0,
+    "boot_error": 3,
+}
+
+
+class Zygote:
+    def __init__(self, fd: int) -> None:
+        self.ctl = socket.socket(fileno=fd)
+        self.ctl.setblocking(True)
+        self.decoder = protocol.FrameDecoder(protocol.DEFAULT_MAX_FRAME)
+        self.fds: list[int] = []          # sockets received, in order, awaiting their spawn frame
+        self.children: dict[int, dict[str, Any]] = {}  # pid -> policy
+        self.confine: Any = None
+        self.layers: dict[str, Any] = {}
+        self.running = True
+
+    # -- plumbing ---------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        self.ctl.sendall(protocol.encode(message))
+
+    def log(self, level: str, message: str) -> None:
+        try:
+            self.send({"t": "log", "level": level, "message": message})
+        except OSError:
+            pass
+
+    # -- preload ----------------------------------------------------------
+    def preload(self) -> None:
+        import sandbox.runner  # noqa: F401 - the point is to import it now
+        import sandbox.worker  # noqa: F401
+        from sandbox import facades
+
+        failed = facades.preload()
+        for name in failed:
+            self.log("warning", f"facade {name!r} failed to load; scripts cannot import it")
+        try:
+            from sandbox import confine
+        except ImportError as exc:
+            self.confine = None
+            self.layers = {"confinement": [False, f"sandbox.confine unavailable: {exc}"]}
+        else:
+            self.confine = confine
+            try:
+                self.layers = {k: list(v) for k, v in confine.available(None).items()}
+            except Exception as exc:  # report, never degrade silently
+                self.layers = {"confinement": [False, f"layer probe failed: {exc}"]}
+        # Warm the compiler and the runner's code paths once.
+        from sandbox.context import WorkerContext
+
+        warm = sandbox.runner.Runner(WorkerContext(tenant="__zygote__"))
+        warm.invoke(path="warmup.py", source="def warmup(callback):\n    callback(None, 1)\n",
+                    source_hash="warmup", function="warmup", args=[], configuration={}, timeout=5.0)
+        del warm
+        gc.collect()
+        gc.freeze()
+
+    # -- spawning ---------------------------------------------------------
+    def spawn(self, msg: dict[str, Any]) -> None:
+        worker_id = msg.get("worker")
+        policy = msg.get("policy") or {}
+        if not self.fds:
+            self.send({"t": "failed", "worker": worker_id, "reason": "no socket received with spawn"})
+            return
+        fd = self.fds.pop(0)
+        keep: set[int] = set()
+        if policy.get("confine") and self.confine is not None:
+            try:
+                self.confine.prepare(policy)
+                keep = set(self.confine.keep_fds(policy))
+            except Exception as exc:
+                os.close(fd)
+                self.send({"t": "failed", "worker": worker_id, "reason": f"prepare failed: {exc}"})
+                return
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(fd)
+            self.send({"t": "failed", "worker": worker_id, "reason": f"fork failed: {exc}"})
+            return
+        if pid == 0:  # pragma: no cover - runs in the child, observed through the engine
+            self._child(fd, keep, policy)
+        os.close(fd)
+        self.children[pid] = policy
+        self.send({"t": "spawned", "worker": worker_id, "pid": pid})
+
+    def _child(self, fd: int, keep: set[int], policy: dict[str, Any]) -> None:
+        code = 3
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
+            # SIGXFSZ: Python ignores it by default so writes past RLIMIT_FSIZE
+            # raise EFBIG; keep it ignored in workers for a clean error.
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            null = os.open(os.devnull, os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            keep_all = sorted(keep | {0, 1, 2, fd})
+            low = 3
+            for k in keep_all:
+                if k >= low:
+                    os.closerange(low, k)
+                    low = k + 1
+            os.closerange(low, 1 << 16)
+            code = 4
+            if policy.get("confine") and self.confine is not None:
+                self.confine.apply(policy)
+            elif self.confine is None or not policy.get("confine"):
+                os.setsid()
+            code = 3
+            from sandbox import worker
+
+            worker.serve(fd, policy)
+        except BaseException:  # noqa: BLE001 - a child must never return into the zygote loop
+            pass
+        os._exit(code)
+
+    # -- reaping ----------------------------------------------------------
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            policy = self.children.pop(pid, None)
+            try:
+                self.send({"t": "exited", "pid": pid, "status": status})
+            except OSError:
+                pass
+            if policy is not None and self.confine is not None and policy.get("confine"):
+                try:
+                    self.confine.cleanup_scratch(policy)
+                except Exception as exc:
+                    self.log("warning", f"scratch cleanup failed for pid {pid}: {exc}")
+
+    def kill_all(self) -> None:
+        for pid in list(self.children):
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 5.0
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(-1, 0)  # blocking: every child was SIGKILLed
+            except ChildProcessError:
+                break
+            policy = self.children.pop(pid, None)
+            if policy is not None and self.confine is not None and policy.get("confine"):
+                try:
+                    self.confine.cleanup_scratch(policy)
+                except Exception:
+                    pass
+
+    # -- main loop --------------------------------------------------------
+    def handle_control(self) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.ctl, 65536, 64)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EINTR):
+                return
+            data, fds = b"", []
+        self.fds.extend(fds)
+        if not data:
+            self.running = False
+            return
+        for msg in self.decoder.feed(data):
+            kind = msg["t"]
+            if kind == "spawn":
+                self.spawn(msg)
+            elif kind == "kill":
+                pid = msg.get("pid")
+                if pid in self.children:
+                    for kill in (os.killpg, os.kill):
+                        try:
+                            kill(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
+            elif kind == "stop":
+                self.running = False
+
+    def run(self) -> int:
+        rpipe, wpipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wpipe, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the supervisor decides when we stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C in a terminal reaches the whole group
+        self.preload()
+        self.send({"t": "hello", "pid": os.getpid(), "layers": self.layers})
+        sel = selectors.DefaultSelector()
+        sel.register(self.ctl, selectors.EVENT_READ, "ctl")
+        sel.register(rpipe, selectors.EVENT_READ, "sig")
+        while self.running:
+            for key, _ in sel.select():
+                if key.data == "ctl":
+                    self.handle_control()
+                else:
+                    try:
+                        os.read(rpipe, 4096)
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+            self.reap()
+        self.kill_all()
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    fd = int(argv[0])
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the supervisor
+    except Exception:
+        pass
+    return Zygote(fd).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The worker's main loop: one tenant, one socket, one invocation at a time.
+
+The zygote forks us, closes every inherited descriptor except our socket,
+applies OS confinement (``sandbox.confine.apply``) and then calls ``serve``.
+From here on the process is hostile territory: tenant code runs in it.  It
+holds nothing that another process shares (no lock, no queue, no shared
+pipe): only its own end of a socketpair with the supervisor, so killing it at
+any instant cannot wedge anyone else.
+
+The ``EXIT_*`` codes below reach the supervisor through the zygote's
+``exited`` report and name why a worker left on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import sys
+from collections import OrderedDict
+from typing import Any
+
+from engine import protocol
+from sandbox import context
+
+__all__ = ["EXIT_OK", "EXIT_BOOT_ERROR", "EXIT_CONFINEMENT_FAILED", "EXIT_PROTOCOL", "serve"]
+
+EXIT_OK = 0                  # asked to exit, or the supervisor went away
+EXIT_BOOT_ERROR = 3          # could not build the runner
+EXIT_CONFINEMENT_FAILED = 4  # an available OS layer failed to apply
+EXIT_PROTOCOL = 5            # the supervisor sent something we cannot parse
+
+#: Frames from the supervisor are trusted but still capped: the largest is an
+#: invocation carrying a script's source.
+MAX_INBOUND_FRAME = 16 * 1024 * 1024
+SOURCE_CACHE = 64  # script sources kept by hash, so warm calls send none
+
+
+def _stats(before: resource.struct_rusage) -> dict[str, float]:
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (now.ru_utime - before.ru_utime) + (now.ru_stime - before.ru_stime)
+    return {"cpu_ms": round(cpu * 1000.0, 3), "maxrss_kb": now.ru_maxrss}
+
+
+class _Channel:
+    """Blocking framed socket. The worker only ever waits on its own socket."""
+
+    def __init__(self, sock: socket.socket, max_frame: int) -> None:
+        self.sock = sock
+        self.max_frame = max_frame
+        self.decoder = protocol.FrameDecoder(MAX_INBOUND_FRAME)
+        self.inbox: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(protocol.encode(message, self.max_frame))
+
+    def receive(self) -> dict[str, Any] | None:
+        while not self.inbox:
+            data = self.sock.recv(262144)
+            if not data:
+                return None
+            self.inbox.extend(self.decoder.feed(data))
+        return self.inbox.pop(0)
+
+
+def _result_frame(job_id: int, outcome: dict[str, Any], stats: dict[str, float], max_frame: int) -> bytes:
+    message = {
+        "t": "result",
+        "id": job_id,
+        "ok": bool(outcome.get("ok")),
+        "result": outcome.get("result"),
+        "error": outcome.get("error"),
+        "logs": outcome.get("logs") or [],
+        "stats": stats,
+    }
+    try:
+        return protocol.encode(message, max_frame)
+    except protocol.FrameError as exc:
+        # The runner checks result size itself; this is the last line of
+        # defence (huge logs plus a large value, or an unencodable error).
+        fallback = {
+            "t": "result", "id": job_id, "ok": False, "result": None,
+            "error": {"code": "invalid_result", "name": "InvalidResult",
+                      "message": f"result could not be sent: {exc.message}"},
+            "logs": (outcome.get("logs") or [])[:50], "stats": stats,
+        }
+        try:
+            return protocol.encode(fallback, max_frame)
+        except protocol.FrameError:
+            fallback["logs"] = []
+            return protocol.encode(fallback, max_frame)
+
+
+def _debug_exec(code: str) -> dict[str, Any]:
+    """Test-only: run plain Python after confinement, as if RestrictedPython were broken."""
+    scope: dict[str, Any] = {"__name__": "__debug_exec__"}
+    try:
+        exec(compile(code, "<debug_exec>", "exec"), scope)  # noqa: S102 - test-only, policy-gated
+        return {"ok": True, "result": scope.get("result"), "error": None, "logs": []}
+    except BaseException as exc:  # noqa: BLE001 - report everything, the worker lives on
+        return {"ok": False, "result": None, "logs": [],
+                "error": {"code": "script_error", "name": type(exc).__name__,
+                          "message": str(exc)[:4000], "source": "exception",
+                          "errno": getattr(exc, "errno", None)}}
+
+
+def serve(fd: int, policy: dict[str, Any]) -> None:
+    """Run the worker loop on socket ``fd`` until told to exit. Never returns."""
+    from sandbox.runner import Runner  # preloaded by the zygote; import is a dict lookup
+
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    limits = policy.get("limits") or {}
+    max_frame = int(policy.get("max_frame") or protocol.DEFAULT_MAX_FRAME)
+    chan = _Channel(sock, max_frame)
+    ctx = context.WorkerContext(
+        tenant=policy["tenant"],
+        worker_id=int(policy.get("worker_id", 0)),
+        data_dir=policy.get("data_dir"),
+        scratch_dir=policy.get("scratch_dir"),
+        allowed_ports=tuple(policy.get("allowed_ports") or ()),
+        limits=limits,
+    )
+    context.set_worker(ctx)
+    try:
+        runner = Runner(ctx)
+    except Exception:
+        os._exit(EXIT_BOOT_ERROR)
+    debug_exec = bool(policy.get("debug_exec"))
+    sources: OrderedDict[str, str] = OrderedDict()
+
+    try:
+        chan.send({"t": "ready", "pid": os.getpid()})
+        while True:
+            try:
+                msg = chan.receive()
+            except protocol.FrameError:
+                os._exit(EXIT_PROTOCOL)
+            if msg is None:  # supervisor closed our socket: nothing left to do
+                break
+            kind = msg["t"]
+            if kind == "invoke":
+                job_id = msg["id"]
+                digest = msg["hash"]
+                source = msg.get("source")
+                if source is not None:
+                    sources[digest] = source
+                    if len(sources) > SOURCE_CACHE:
+                        sources.popitem(last=False)
+                else:
+                    source = sources.get(digest)
+                    if source is None:
+                        chan.send({"t": "need_source", "id": job_id})
+                        continue
+                    sources.move_to_end(digest)
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                outcome = runner.invoke(
+                    path=msg["path"], source=source, source_hash=digest,
+                    function=msg.get("fn") or "", args=msg.get("args") or [],
+                    configuration=msg.get("config") or {}, timeout=float(msg["timeout"]),
+                )
+                sock.sendall(_result_frame(job_id, outcome, _stats(before), max_frame))
+            elif kind == "debug_exec" and debug_exec:
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                outcome = _debug_exec(msg["code"])
+                sock.sendall(_result_frame(msg["id"], outcome, _stats(before), max_frame))
+            elif kind == "exit":
+                break
+            else:
+                os._exit(EXIT_PROTOCOL)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    ctx.run_cleanups()
+    sys.stdout.flush()
+    os._exit(EXIT_OK)
