@@ -1,0 +1,339 @@
+"""HTTP routes of the operator server (Starlette), documented in ``openapi.yaml``.
+
+    POST /v1/tenants/{tenant}/scripts/{script}         run scripts/<script>.py
+    POST /v1/tenants/{tenant}/connection/{operation}   a custom-database operation
+    GET  /v1/tenants/{tenant}/logs                     server-sent events of that tenant
+    GET  /healthz  /readyz  /metrics
+
+Status codes are about the request, never about the script: whenever the
+engine ran (or tried to run) a script the answer is 200 with the result object
+(``ok`` false on failure).  The exceptions are the engine's own request-level
+outcomes, ``overloaded`` (429 + Retry-After) and ``engine_unavailable`` (503),
+whose HTTP status is declared on the error class itself.
+
+Order of checks, so an anonymous caller learns nothing about tenants and no
+body is read before the caller is known: draining (503) -> token (401/403) ->
+tenant (404, or 503 if its folder is broken) -> content type (415) -> size (413)
+-> JSON (400) -> shape (422) -> script (404) -> run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from engine.errors import CODES, InvocationError
+
+from . import auth
+from .logstream import LogHub
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import ServerMetrics
+from .oplog import OperatorLog
+from .tenants import SCRIPT_NAME, TENANT_NAME, Tenant, TenantRegistry
+
+__all__ = ["ServerState", "create_app"]
+
+#: Largest request body accepted, bytes. Arguments are emails, passwords and
+#: small profiles; anything near this size is a mistake or an attack.
+DEFAULT_MAX_BODY = 1024 * 1024
+#: Seconds a client is told to wait after 429 when the engine gives no hint.
+DEFAULT_RETRY_AFTER = 1
+BODY_KEYS = frozenset({"args", "timeout"})
+
+#: ``run_connection(tenant, operation, args) -> dict`` (the result object plus
+#: ``scripts_called``...). Raises ``KeyError`` for an unknown operation.
+ConnectionRunner = Callable[[Tenant, str, list[Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class ServerState:
+    engine: Any  # engine.AsyncEngine (duck-typed: invoke(), stats())
+    registry: TenantRegistry
+    metrics: ServerMetrics
+    hub: LogHub
+    oplog: OperatorLog
+    admin_hash: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    connection_runner: ConnectionRunner | None = None
+    connection_operations: frozenset[str] = frozenset()
+    draining: bool = False
+    ready: bool = False
+    in_flight: int = 0
+
+
+class RequestProblem(Exception):
+    """A request refused before (or instead of) running anything."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"code": self.code, "message": self.message}}, self.status, self.headers)
+
+
+def _problem(status: int, code: str, message: str, **headers: str) -> RequestProblem:
+    return RequestProblem(status, code, message, headers)
+
+
+# -- request checks ---------------------------------------------------------
+
+def _authorize(state: ServerState, request: Request, name: str) -> Tenant:
+    """The tenant ``name`` if the caller may act for it; raises RequestProblem."""
+    if state.draining:
+        raise _problem(503, "draining", "the server is shutting down", **{"Retry-After": "1"})
+    token = auth.bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise _problem(401, "unauthorized", "missing bearer token", **{"WWW-Authenticate": "Bearer"})
+    tenant = state.registry.get(name) if TENANT_NAME.match(name) else None
+    hashes = {t.name: t.token_hashes for t in state.registry.tenants.values()}
+    decision = auth.decide(token, name, hashes, state.admin_hash)
+    if decision is auth.Decision.UNAUTHENTICATED:
+        raise _problem(401, "unauthorized", "invalid bearer token", **{"WWW-Authenticate": "Bearer"})
+    if decision is auth.Decision.FORBIDDEN:
+        raise _problem(403, "forbidden", f"this token does not give access to tenant {name!r}")
+    if tenant is None:
+        if state.registry.is_broken(name):
+            raise _problem(503, "tenant_unavailable", f"tenant {name!r} has an invalid configuration (see server log)")
+        raise _problem(404, "unknown_tenant", f"no tenant {name!r}")
+    return tenant
+
+
+async def _read_json_body(state: ServerState, request: Request) -> dict[str, Any]:
+    ctype = request.headers.get("content-type", "")
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise _problem(415, "unsupported_media_type", "send the body as application/json")
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise _problem(400, "bad_request", "invalid Content-Length")
+        if int(length) > state.max_body:
+            raise _problem(413, "body_too_large", f"request body over {state.max_body} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > state.max_body:
+            raise _problem(413, "body_too_large", f"request body over {state.max_body} bytes")
+    if not body:
+        return {}
+    try:
+        data = json.loads(bytes(body).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _problem(400, "malformed_json", "request body is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise _problem(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _problem(422, "invalid_body", 'the body must be a JSON object like {"args": [...]}')
+    return data
+
+
+def _invocation_args(data: dict[str, Any], tenant: Tenant) -> tuple[list[Any], float | None]:
+    unknown = set(data) - BODY_KEYS
+    if unknown:
+        raise _problem(422, "invalid_body", f"unknown body keys {sorted(unknown)} (allowed: args, timeout)")
+    args = data.get("args", [])
+    if not isinstance(args, list):
+        raise _problem(422, "invalid_body", '"args" must be a JSON array')
+    timeout = data.get("timeout")
+    if timeout is not None:
+        if type(timeout) not in (int, float) or not math.isfinite(timeout) or timeout <= 0:
+            raise _problem(422, "invalid_body", '"timeout" must be a positive number of seconds')
+        if timeout > tenant.limits.timeout:
+            raise _problem(
+                422, "invalid_body", f'"timeout" may not exceed the tenant limit of {tenant.limits.timeout} s'
+            )
+        timeout = float(timeout)
+    return args, timeout
+
+
+# -- running ----------------------------------------------------------------
+
+def _status_for(result: dict[str, Any]) -> tuple[int, dict[str, str]]:
+    error = result.get("error") or {}
+    cls = CODES.get(error.get("code", ""))
+    status = cls.http_status if cls is not None else 200
+    headers: dict[str, str] = {}
+    if status == 429:
+        retry = error.get("retry_after", DEFAULT_RETRY_AFTER)
+        headers["Retry-After"] = str(max(1, math.ceil(retry if isinstance(retry, (int, float)) else 1)))
+    return status, headers
+
+
+async def _run(
+    state: ServerState,
+    tenant: Tenant,
+    kind: str,
+    name: str,
+    call: Callable[[], Awaitable[dict[str, Any]]],
+) -> Response:
+    invocation_id = uuid.uuid4().hex
+    label = {"script": name} if kind == "script" else {"operation": name}
+    state.hub.publish(tenant.name, "start", {"invocation_id": invocation_id, **label})
+    state.in_flight += 1
+    gauge = state.metrics.in_flight.labels(tenant.name)
+    gauge.inc()
+    started = time.perf_counter()
+    try:
+        try:
+            result = await call()
+        except InvocationError as exc:  # engine-level refusals may be raised rather than returned
+            result = {"ok": False, "result": None, "error": exc.to_dict(), "logs": [],
+                      "duration_ms": (time.perf_counter() - started) * 1000, "worker": {}}
+    finally:
+        state.in_flight -= 1
+        gauge.dec()
+    status, headers = _status_for(result)
+    headers["X-Invocation-Id"] = invocation_id
+    outcome = "ok" if result.get("ok") else str((result.get("error") or {}).get("code", "error"))
+    duration_ms = float(result.get("duration_ms") or 0.0)
+    if status == 200:
+        state.metrics.observe(tenant.name, kind, outcome, duration_ms / 1000)
+    else:
+        state.metrics.reject(tenant.name, status)
+    worker = result.get("worker") or {}
+    state.oplog.invocation(
+        tenant=tenant.name, invocation_id=invocation_id, outcome=outcome, duration_ms=duration_ms,
+        status=status, worker_pid=worker.get("pid") if isinstance(worker, dict) else None, **label,
+    )
+    event = {"invocation_id": invocation_id, **label, "ok": bool(result.get("ok")), "status": status,
+             "error": result.get("error"), "logs": result.get("logs", []), "duration_ms": duration_ms}
+    state.hub.publish(tenant.name, "result", event)
+    return JSONResponse(result, status, headers)
+
+
+def _reject(state: ServerState, name: str, problem: RequestProblem) -> Response:
+    # only known tenants become metric labels: URLs are attacker-chosen
+    label = name if name in state.registry.tenants else "-"
+    state.metrics.reject(label, problem.status)
+    return problem.response()
+
+
+# -- endpoints --------------------------------------------------------------
+
+async def invoke_script(request: Request) -> Response:
+    state: ServerState = request.app.state.sv
+    name = request.path_params["tenant"]
+    script = request.path_params["script"]
+    try:
+        tenant = _authorize(state, request, name)
+        data = await _read_json_body(state, request)
+        args, timeout = _invocation_args(data, tenant)
+        path = tenant.script_path(script)
+        if path is None:
+            raise _problem(404, "unknown_script", f"tenant {name!r} has no script {script!r}"
+                           + ("" if SCRIPT_NAME.match(script) else " (script names are Python identifiers)"))
+    except RequestProblem as problem:
+        return _reject(state, name, problem)
+
+    async def call() -> dict[str, Any]:
+        res = await state.engine.invoke(
+            tenant.name, path=str(path), function=None, args=args,
+            configuration=dict(tenant.configuration), timeout=timeout,
+        )
+        return res.to_dict()
+
+    return await _run(state, tenant, "script", script, call)
+
+
+async def invoke_connection(request: Request) -> Response:
+    state: ServerState = request.app.state.sv
+    name = request.path_params["tenant"]
+    operation = request.path_params["operation"]
+    try:
+        tenant = _authorize(state, request, name)
+        data = await _read_json_body(state, request)
+        args, _timeout = _invocation_args(data, tenant)
+        if state.connection_runner is None or operation not in state.connection_operations:
+            known = ", ".join(sorted(state.connection_operations)) or "none available"
+            raise _problem(404, "unknown_operation", f"no connection operation {operation!r} (known: {known})")
+    except RequestProblem as problem:
+        return _reject(state, name, problem)
+    runner = state.connection_runner
+
+    async def call() -> dict[str, Any]:
+        return await runner(tenant, operation, args)
+
+    return await _run(state, tenant, "connection", operation, call)
+
+
+async def tenant_logs(request: Request) -> Response:
+    state: ServerState = request.app.state.sv
+    name = request.path_params["tenant"]
+    try:
+        tenant = _authorize(state, request, name)
+    except RequestProblem as problem:
+        return _reject(state, name, problem)
+    return StreamingResponse(
+        state.hub.stream(tenant.name),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state: ServerState = request.app.state.sv
+    # touch every tenant so edited or newly broken files show up here too
+    for name in list(state.registry.tenants) + list(state.registry.errors):
+        state.registry.get(name)
+    ready = state.ready and not state.draining
+    token = auth.bearer_token(request.headers.get("authorization"))
+    is_admin = (
+        token is not None and state.admin_hash is not None
+        and auth.decide(token, "", {}, state.admin_hash) is auth.Decision.ALLOW
+    )
+    errors = state.registry.errors
+    body = {
+        "ready": ready,
+        "draining": state.draining,
+        "tenants": sorted(state.registry.tenants),
+        # full messages name files and environment variables: operators only
+        "invalid_tenants": errors if is_admin else {n: "invalid configuration" for n in errors},
+    }
+    return JSONResponse(body, 200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    state: ServerState = request.app.state.sv
+    return Response(state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": {"code": "not_found", "message": f"no route {request.url.path}"}}, 404)
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": {"code": "method_not_allowed", "message": f"{request.method} not allowed here"}}, 405)
+
+
+def create_app(state: ServerState) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/v1/tenants/{tenant}/scripts/{script}", invoke_script, methods=["POST"]),
+            Route("/v1/tenants/{tenant}/connection/{operation}", invoke_connection, methods=["POST"]),
+            Route("/v1/tenants/{tenant}/logs", tenant_logs, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
+    app.state.sv = state
+    return app
+

@@ -1,0 +1,211 @@
+"""``serve()``: the engine and uvicorn on one asyncio loop, with graceful shutdown.
+
+Lifecycle::
+
+    bind the listening socket (port 0: the kernel picks one; the chosen port is printed)
+    start AsyncEngine in this loop  ->  load tenants  ->  ready
+    serve HTTP until SIGTERM/SIGINT
+    drain: new requests get 503, log streams end, the listener closes,
+           in-flight calls run to completion (each is bounded by its deadline,
+           which the engine enforces by killing the worker)
+    stop workers and the zygote (AsyncEngine.__aexit__), exit 0
+
+Signals: uvicorn installs its handlers with ``signal.signal``; ours only
+schedules ``_begin_drain`` on the loop (``call_soon_threadsafe`` is safe from a
+signal handler) and asks uvicorn to exit.  Unlike stock uvicorn we do not
+re-raise the signal after shutdown: a drained server exits 0.  A second SIGINT
+forces uvicorn to stop waiting for connections (the engine still stops its
+workers on the way out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from engine.config import EngineConfig
+
+from . import auth
+from .app import DEFAULT_MAX_BODY, ServerState, create_app
+from .logstream import LogHub
+from .metrics import ServerMetrics
+from .oplog import OperatorLog
+from .tenants import Tenant, TenantConfigError, TenantRegistry
+
+__all__ = ["EXAMPLE_TENANTS", "EXAMPLE_TOKEN", "serve"]
+
+#: The bundled example (served when no tenants folder is given).
+EXAMPLE_TENANTS = Path(__file__).resolve().parents[2] / "examples" / "tenants"
+#: Token whose hash ships in the example tenant.toml, so the README's curl
+#: session works as printed.  Never reuse it: run `scriptvisor token create`.
+EXAMPLE_TOKEN = "svt_example-only-do-not-use-in-production"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, with a drain hook and without re-raising the exit signal."""
+
+    def __init__(self, config: uvicorn.Config, on_exit_signal: Any) -> None:
+        super().__init__(config)
+        self._on_exit_signal = on_exit_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # signal context: only schedule work and set flags
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+        self._on_exit_signal()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(False)
+    return sock
+
+
+def _connection_runner(engine: Any) -> tuple[Any, frozenset[str]]:
+    """Adapter to ``engine.connections`` when that module is available."""
+    try:
+        from engine import connections
+    except ImportError:
+        return None, frozenset()
+    return _make_connection_runner(connections, engine)
+
+
+def _make_connection_runner(connections: Any, engine: Any) -> tuple[Any, frozenset[str]]:
+    operations = frozenset(getattr(connections, "OPERATIONS", ()))
+    run_async = getattr(connections, "run_operation_async", None)
+    if run_async is None or not operations:
+        return None, frozenset()
+
+    async def runner(tenant: Tenant, operation: str, args: list[Any]) -> dict[str, Any]:
+        return await run_async(engine, tenant.root, operation, args, tenant_name=tenant.name)
+
+    return runner, operations
+
+
+async def _serve(
+    tenants_dir: Path,
+    host: str,
+    port: int,
+    *,
+    engine_config: EngineConfig | None,
+    log_file: str | None,
+    max_body: int,
+    announce: str | None,
+) -> int:
+    from engine import AsyncEngine  # the engine package imports lazily: CLI start-up stays fast
+
+    loop = asyncio.get_running_loop()
+    oplog = OperatorLog(log_file)
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    hub = LogHub()
+    cfg = engine_config or EngineConfig()
+    try:
+        async with AsyncEngine(cfg) as engine:
+            def on_load(tenant: Tenant) -> None:
+                engine.configure_tenant(tenant.name, limits=tenant.limits, data_dir=str(tenant.data_dir))
+                oplog.write("tenant_loaded", tenant=tenant.name, import_users=tenant.import_users,
+                            tokens=len(tenant.token_hashes))
+
+            def on_error(name: str, err: TenantConfigError) -> None:
+                oplog.write("tenant_invalid", tenant=name, error=str(err))
+
+            registry = TenantRegistry(tenants_dir, defaults=cfg.limits, on_load=on_load, on_error=on_error)
+            registry.scan()
+            runner, operations = _connection_runner(engine)
+            metrics = ServerMetrics(lambda: engine.stats(memory=False))
+            engine.add_listener(metrics.on_engine_event)
+            state = ServerState(
+                engine=engine, registry=registry, metrics=metrics, hub=hub, oplog=oplog,
+                admin_hash=auth.admin_hash_from_env(), max_body=max_body,
+                connection_runner=runner, connection_operations=operations,
+            )
+            config = uvicorn.Config(
+                create_app(state), lifespan="off", log_level="warning", access_log=False,
+                timeout_graceful_shutdown=None, server_header=False,
+            )
+
+            def begin_drain() -> None:
+                if not state.draining:
+                    state.draining = True
+                    oplog.write("draining", in_flight=state.in_flight)
+                hub.close()
+
+            server = _Server(config, lambda: loop.call_soon_threadsafe(begin_drain))
+            state.ready = True
+            oplog.write("listening", host=host, port=bound_port, tenants=sorted(registry.tenants),
+                        invalid=sorted(registry.errors))
+            print(f"scriptvisor listening on http://{host}:{bound_port}", flush=True)
+            if announce:
+                print(announce.format(host=host, port=bound_port), flush=True)
+            await server.serve(sockets=[sock])
+            state.ready = False
+        oplog.write("stopped")
+    finally:
+        sock.close()
+        oplog.close()
+    return 0
+
+
+def serve(
+    tenants_dir: str | os.PathLike[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    engine_config: EngineConfig | None = None,
+    log_file: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+) -> int:
+    """Run the operator server until SIGTERM/SIGINT; returns the exit status (0).
+
+    With ``tenants_dir=None`` the bundled example tenant is served and a curl
+    command that calls it is printed.
+    """
+    announce = None
+    if tenants_dir is None:
+        tenants_dir = ensure_example()
+        announce = (
+            "example tenant 'example' (SQLite legacy database, user alice@example.com / wonderland):\n"
+            "  curl -s -H 'Authorization: Bearer " + EXAMPLE_TOKEN + "' -H 'Content-Type: application/json' \\\n"
+            "       -d '{{\"args\": [\"alice@example.com\", \"wonderland\"]}}' \\\n"
+            "       http://{host}:{port}/v1/tenants/example/scripts/login"
+        )
+    path = Path(tenants_dir)
+    if not path.is_dir():
+        raise TenantConfigError(path, None, "tenants folder does not exist")
+    return asyncio.run(
+        _serve(path, host, port, engine_config=engine_config, log_file=log_file,
+               max_body=max_body, announce=announce)
+    )
+
+
+def ensure_example() -> Path:
+    """The bundled example tenants folder (fills in the example's scripts if missing)."""
+    tenant = EXAMPLE_TENANTS / "example"
+    scripts = tenant / "scripts"
+    if not (scripts.is_dir() and any(scripts.glob("*.py"))):
+        template = Path(__file__).resolve().parents[2] / "templates" / "sqlite"
+        if not template.is_dir():
+            raise TenantConfigError(scripts, None, "example scripts missing and templates/sqlite not found")
+        scripts.mkdir(parents=True, exist_ok=True)
+        for src in template.glob("*.py"):
+            (scripts / src.name).write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    return EXAMPLE_TENANTS
+
+
+if __name__ == "__main__":  # python -m engine.server.run [TENANTS] [PORT]
+    argv = sys.argv[1:]
+    sys.exit(serve(argv[0] if argv else None, port=int(argv[1]) if len(argv) > 1 else 8080))
