@@ -1,0 +1,485 @@
+"""Curated standard-library facades: what ``import json`` & co. give a script.
+
+Each facade is a ``SimpleNamespace`` of selected functions, classes and
+constants.  Rules (checked by tests/security/test_reachability.py):
+
+* Never a module, and nothing whose public attributes reach one.  Plain
+  functions defined here are fine: their ``__globals__`` is a ``_``-name the
+  guard refuses.  C functions are fine: only ``__self__`` (a ``_``-name)
+  leads to their module.
+* Host objects with Python-level methods whose arguments could be abused
+  (regex patterns and matches, HMAC objects) are wrapped in small classes
+  with ``__slots__`` holding the real object under a ``_``-name.
+* No mutable host containers (a script could change what other code sees).
+* Inputs are coerced to exact builtin types and size-capped before they
+  reach C code that cannot be interrupted.
+
+``time.sleep`` exists but refuses to sleep past the invocation's deadline
+(a ``ValueError`` at once rather than a ``timeout`` later): scripts may back
+off between database retries, but never park a worker beyond its deadline.
+"""
+
+from __future__ import annotations
+
+import base64 as _base64
+import datetime as _datetime
+import hashlib as _hashlib
+import hmac as _hmac
+import json as _json
+import math as _math
+import secrets as _secrets
+import time as _time
+import uuid as _uuid
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import regex as _regex
+
+from sandbox import context as _context
+from sandbox import guards as _guards
+from sandbox import policy as _policy
+
+__all__ = ["base64", "datetime", "hashlib", "hmac", "json", "log", "math", "re",
+           "secrets", "time", "uuid"]
+
+
+def _remaining(default: float) -> float:
+    try:
+        return _context.current().remaining()
+    except RuntimeError:  # not inside an invocation (module import in tests)
+        return default
+
+
+def _text(value: Any, what: str, limit: int | None = None) -> str:
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be a string, not {type(value).__name__}")
+        value = str.__str__(value)
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"{what} is {len(value)} characters; the limit is {limit}")
+    return value
+
+
+def _binary(value: Any, what: str) -> bytes:
+    if isinstance(value, str):
+        value = str.__str__(value).encode("utf-8")
+    elif isinstance(value, (bytes, bytearray)):
+        value = bytes(value)
+    else:
+        raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
+    if len(value) > _policy.BINARY_MAX_BYTES:
+        raise ValueError(f"{what} is {len(value)} bytes; the limit is {_policy.BINARY_MAX_BYTES}")
+    return value
+
+
+# --------------------------------------------------------------------------- json
+
+
+def _json_dumps(obj: Any, *, indent: Any = None, sort_keys: bool = False,
+                separators: Any = None, ensure_ascii: bool = True,
+                default: Callable[[Any], Any] | None = None) -> str:
+    def fallback(value: Any) -> Any:
+        if isinstance(value, _guards.ReadOnlyMapping):
+            return _guards.thaw(value)
+        if default is not None:
+            return default(value)
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    text = _json.dumps(obj, indent=indent, sort_keys=bool(sort_keys), separators=separators,
+                       ensure_ascii=bool(ensure_ascii), default=fallback)
+    if len(text) > _policy.JSON_MAX_CHARS:
+        raise ValueError(f"JSON text is {len(text)} characters; the limit is {_policy.JSON_MAX_CHARS}")
+    return text
+
+
+def _json_loads(text: Any) -> Any:
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8")
+    return _json.loads(_text(text, "JSON text", _policy.JSON_MAX_CHARS))
+
+
+json = SimpleNamespace(dumps=_json_dumps, loads=_json_loads, JSONDecodeError=_json.JSONDecodeError)
+
+# --------------------------------------------------------------------------- datetime
+
+# datetime.strptime imports _strptime on first use: do it now (zygote), not
+# after confinement.
+_datetime.datetime.strptime("2000", "%Y")
+
+datetime = SimpleNamespace(
+    date=_datetime.date, datetime=_datetime.datetime, time=_datetime.time,
+    timedelta=_datetime.timedelta, timezone=_datetime.timezone,
+    MINYEAR=_datetime.MINYEAR, MAXYEAR=_datetime.MAXYEAR,
+)
+
+# --------------------------------------------------------------------------- time
+
+
+def _sleep(seconds: Any) -> None:
+    seconds = float(seconds)
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    left = _remaining(seconds)
+    if seconds > left:
+        raise ValueError(f"sleep({seconds:g}) would pass the invocation's deadline ({left:.3f} s left)")
+    _time.sleep(seconds)
+
+
+def _strftime(fmt: Any, seconds: Any = None) -> str:
+    fmt = _text(fmt, "format", _policy.STRFTIME_MAX_FORMAT)
+    moment = _time.gmtime(None if seconds is None else float(seconds))
+    return _time.strftime(fmt, moment)
+
+
+def _gmtime(seconds: Any = None) -> Any:
+    return _time.gmtime(None if seconds is None else float(seconds))
+
+
+def _remaining_public() -> float:
+    """Seconds left before this invocation's hard deadline."""
+    return _remaining(float("inf"))
+
+
+time = SimpleNamespace(
+    time=_time.time, time_ns=_time.time_ns, monotonic=_time.monotonic,
+    perf_counter=_time.perf_counter, gmtime=_gmtime, strftime=_strftime, sleep=_sleep,
+    remaining=_remaining_public,
+)
+
+# --------------------------------------------------------------------------- math
+
+
+def _fsum(iterable: Any) -> float:
+    return _math.fsum(_guards.guarded_getiter(iterable))
+
+
+def _prod(iterable: Any, *, start: Any = 1) -> Any:
+    return _math.prod(_guards.guarded_getiter(iterable), start=start)
+
+
+_MATH_FUNCTIONS = (
+    "acos acosh asin asinh atan atan2 atanh ceil comb copysign cos cosh degrees dist erf erfc "
+    "exp expm1 fabs factorial floor fmod frexp gamma gcd hypot isclose isfinite isinf isnan "
+    "isqrt lcm ldexp lgamma log log10 log1p log2 modf perm pow radians remainder sin sinh "
+    "sqrt tan tanh trunc"
+).split()
+
+math = SimpleNamespace(
+    **{name: getattr(_math, name) for name in _MATH_FUNCTIONS},
+    fsum=_fsum, prod=_prod, pi=_math.pi, e=_math.e, tau=_math.tau, inf=_math.inf, nan=_math.nan,
+)
+
+# --------------------------------------------------------------------------- re
+
+
+def _match_timeout() -> float:
+    return max(_policy.REGEX_MIN_TIMEOUT, _remaining(_policy.REGEX_DEFAULT_TIMEOUT))
+
+
+def _subject(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value)
+        if len(value) > _policy.REGEX_MAX_INPUT:
+            raise ValueError(f"regex input is {len(value)} bytes; the limit is {_policy.REGEX_MAX_INPUT}")
+        return value
+    return _text(value, "regex input", _policy.REGEX_MAX_INPUT)
+
+
+class Match:
+    """A regex match: groups and positions; no way back to the compiled pattern."""
+
+    __slots__ = ("_m",)
+
+    def __init__(self, m: Any) -> None:
+        self._m = m
+
+    def group(self, *groups: Any) -> Any:
+        return self._m.group(*groups)
+
+    def groups(self, default: Any = None) -> tuple[Any, ...]:
+        return self._m.groups(default)
+
+    def groupdict(self, default: Any = None) -> dict[str, Any]:
+        return self._m.groupdict(default)
+
+    def start(self, group: Any = 0) -> int:
+        return self._m.start(group)
+
+    def end(self, group: Any = 0) -> int:
+        return self._m.end(group)
+
+    def span(self, group: Any = 0) -> tuple[int, int]:
+        return self._m.span(group)
+
+    def __getitem__(self, group: Any) -> Any:
+        return self._m[group]
+
+    def __repr__(self) -> str:
+        return f"<Match span={self._m.span()!r} match={self._m.group(0)!r}>"
+
+
+def _wrap(m: Any) -> Match | None:
+    return None if m is None else Match(m)
+
+
+class Pattern:
+    """A compiled regular expression whose every search carries a timeout."""
+
+    __slots__ = ("_p",)
+
+    def __init__(self, pattern: Any, flags: int = 0) -> None:
+        if isinstance(pattern, Pattern):
+            self._p = pattern._p
+            return
+        if isinstance(pattern, (bytes, bytearray)):
+            pattern = bytes(pattern)
+            if len(pattern) > _policy.REGEX_MAX_PATTERN:
+                raise ValueError(f"regex pattern is {len(pattern)} bytes; the limit is {_policy.REGEX_MAX_PATTERN}")
+        else:
+            pattern = _text(pattern, "regex pattern", _policy.REGEX_MAX_PATTERN)
+        self._p = _regex.compile(pattern, int(flags) | _regex.VERSION0)
+
+    @property
+    def pattern(self) -> Any:
+        return self._p.pattern
+
+    @property
+    def flags(self) -> int:
+        return self._p.flags
+
+    @property
+    def groups(self) -> int:
+        return self._p.groups
+
+    def match(self, string: Any, pos: int = 0) -> Match | None:
+        return _wrap(self._p.match(_subject(string), int(pos), timeout=_match_timeout()))
+
+    def fullmatch(self, string: Any, pos: int = 0) -> Match | None:
+        return _wrap(self._p.fullmatch(_subject(string), int(pos), timeout=_match_timeout()))
+
+    def search(self, string: Any, pos: int = 0) -> Match | None:
+        return _wrap(self._p.search(_subject(string), int(pos), timeout=_match_timeout()))
+
+    def findall(self, string: Any) -> list[Any]:
+        return self._p.findall(_subject(string), timeout=_match_timeout())
+
+    def finditer(self, string: Any) -> list[Match]:
+        # a list, not a lazy iterator: the timeout covers the whole scan now
+        return [Match(m) for m in self._p.finditer(_subject(string), timeout=_match_timeout())]
+
+    def split(self, string: Any, maxsplit: int = 0) -> list[Any]:
+        return self._p.split(_subject(string), int(maxsplit), timeout=_match_timeout())
+
+    def sub(self, repl: Any, string: Any, count: int = 0) -> Any:
+        return self._p.sub(_replacement(repl), _subject(string), int(count), timeout=_match_timeout())
+
+    def subn(self, repl: Any, string: Any, count: int = 0) -> tuple[Any, int]:
+        return self._p.subn(_replacement(repl), _subject(string), int(count), timeout=_match_timeout())
+
+    def __repr__(self) -> str:
+        return f"re.compile({self._p.pattern!r})"
+
+
+def _replacement(repl: Any) -> Any:
+    if isinstance(repl, (str, bytes, bytearray)):
+        return repl if type(repl) in (str, bytes) else (str.__str__(repl) if isinstance(repl, str) else bytes(repl))
+    if callable(repl):
+        return lambda m: repl(Match(m))  # the script's function never sees the raw match
+    raise TypeError("replacement must be a string or a function")
+
+
+def _re_function(method: str) -> Callable[..., Any]:
+    def call(pattern: Any, *args: Any, flags: int = 0, **kwargs: Any) -> Any:
+        return getattr(Pattern(pattern, flags), method)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = method
+    return call
+
+
+def _escape(text: Any) -> Any:
+    if isinstance(text, (bytes, bytearray)):
+        return _regex.escape(bytes(text))
+    return _regex.escape(_text(text, "text", _policy.REGEX_MAX_INPUT))
+
+
+re = SimpleNamespace(
+    compile=Pattern, escape=_escape,
+    **{name: _re_function(name) for name in
+       ("match", "fullmatch", "search", "findall", "finditer", "split", "sub", "subn")},
+    IGNORECASE=int(_regex.IGNORECASE), I=int(_regex.IGNORECASE),
+    MULTILINE=int(_regex.MULTILINE), M=int(_regex.MULTILINE),
+    DOTALL=int(_regex.DOTALL), S=int(_regex.DOTALL),
+    VERBOSE=int(_regex.VERBOSE), X=int(_regex.VERBOSE),
+    ASCII=int(_regex.ASCII), A=int(_regex.ASCII),
+    UNICODE=int(_regex.UNICODE), U=int(_regex.UNICODE),
+    error=_regex.error, Pattern=Pattern, Match=Match,
+)
+
+# --------------------------------------------------------------------------- hashlib / hmac
+
+_DIGESTS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512", "blake2b", "blake2s",
+            "sha3_256", "sha3_512")
+
+
+def _hash_constructor(name: str) -> Callable[..., Any]:
+    real = getattr(_hashlib, name)
+
+    def new(data: Any = b"") -> Any:
+        return real(_binary(data, "data"))  # C hash objects: update/digest/hexdigest/copy
+
+    new.__name__ = new.__qualname__ = name
+    return new
+
+
+def _digest_name(digestmod: Any) -> str:
+    name = _text(digestmod, "digest name").lower().replace("-", "_")
+    if name not in _DIGESTS:
+        raise ValueError(f"unsupported digest {digestmod!r}; use one of {', '.join(_DIGESTS)}")
+    return name
+
+
+def _pbkdf2_hmac(hash_name: Any, password: Any, salt: Any, iterations: Any, dklen: Any = None) -> bytes:
+    iterations = int(iterations)
+    if not 1 <= iterations <= _policy.PBKDF2_MAX_ITERATIONS:
+        raise ValueError(f"iterations must be between 1 and {_policy.PBKDF2_MAX_ITERATIONS}")
+    return _hashlib.pbkdf2_hmac(_digest_name(hash_name), _binary(password, "password"),
+                                _binary(salt, "salt"), iterations,
+                                None if dklen is None else int(dklen))
+
+
+hashlib = SimpleNamespace(
+    **{name: _hash_constructor(name) for name in _DIGESTS},
+    pbkdf2_hmac=_pbkdf2_hmac,
+    algorithms_available=tuple(_DIGESTS),
+)
+
+
+class Hmac:
+    """An HMAC in progress (the host's ``hmac.HMAC`` stays behind a ``_``-name)."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self, h: Any) -> None:
+        self._h = h
+
+    @property
+    def name(self) -> str:
+        return self._h.name
+
+    @property
+    def digest_size(self) -> int:
+        return self._h.digest_size
+
+    def update(self, data: Any) -> None:
+        self._h.update(_binary(data, "data"))
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+    def copy(self) -> "Hmac":
+        return Hmac(self._h.copy())
+
+
+def _hmac_new(key: Any, msg: Any = None, digestmod: Any = "sha256") -> Hmac:
+    return Hmac(_hmac.new(_binary(key, "key"), None if msg is None else _binary(msg, "msg"),
+                          _digest_name(digestmod)))
+
+
+def _hmac_digest(key: Any, msg: Any, digest: Any) -> bytes:
+    return _hmac.digest(_binary(key, "key"), _binary(msg, "msg"), _digest_name(digest))
+
+
+def _compare_digest(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return _hmac.compare_digest(str.__str__(a).encode("utf-8"), str.__str__(b).encode("utf-8"))
+    return _hmac.compare_digest(_binary(a, "a"), _binary(b, "b"))
+
+
+hmac = SimpleNamespace(new=_hmac_new, digest=_hmac_digest, compare_digest=_compare_digest)
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _nbytes(nbytes: Any) -> int:
+    nbytes = 32 if nbytes is None else int(nbytes)
+    if not 0 <= nbytes <= _policy.TOKEN_MAX_BYTES:
+        raise ValueError(f"token size must be between 0 and {_policy.TOKEN_MAX_BYTES} bytes")
+    return nbytes
+
+
+def _choice(sequence: Any) -> Any:
+    items = tuple(_guards.guarded_getiter(sequence))
+    if not items:
+        raise IndexError("cannot choose from an empty sequence")
+    return items[_secrets.randbelow(len(items))]
+
+
+secrets = SimpleNamespace(
+    token_hex=lambda nbytes=None: _secrets.token_hex(_nbytes(nbytes)),
+    token_urlsafe=lambda nbytes=None: _secrets.token_urlsafe(_nbytes(nbytes)),
+    token_bytes=lambda nbytes=None: _secrets.token_bytes(_nbytes(nbytes)),
+    randbelow=lambda n: _secrets.randbelow(int(n)),
+    compare_digest=_compare_digest,
+    choice=_choice,
+)
+
+# --------------------------------------------------------------------------- uuid
+
+
+def _uuid5(namespace: Any, name: Any) -> _uuid.UUID:
+    if not isinstance(namespace, _uuid.UUID):
+        raise TypeError("namespace must be a UUID (e.g. uuid.NAMESPACE_DNS)")
+    return _uuid.uuid5(namespace, _text(name, "name", 65536))
+
+
+def _uuid3(namespace: Any, name: Any) -> _uuid.UUID:
+    if not isinstance(namespace, _uuid.UUID):
+        raise TypeError("namespace must be a UUID (e.g. uuid.NAMESPACE_DNS)")
+    return _uuid.uuid3(namespace, _text(name, "name", 65536))
+
+
+uuid = SimpleNamespace(
+    uuid4=_uuid.uuid4, uuid5=_uuid5, uuid3=_uuid3, UUID=_uuid.UUID,
+    NAMESPACE_DNS=_uuid.NAMESPACE_DNS, NAMESPACE_URL=_uuid.NAMESPACE_URL,
+    NAMESPACE_OID=_uuid.NAMESPACE_OID, NAMESPACE_X500=_uuid.NAMESPACE_X500,
+)
+
+# --------------------------------------------------------------------------- base64
+
+
+def _codec(fn: Callable[[bytes], bytes]) -> Callable[[Any], bytes]:
+    def code(data: Any) -> bytes:
+        return fn(_binary(data, "data"))
+
+    code.__name__ = code.__qualname__ = fn.__name__
+    return code
+
+
+base64 = SimpleNamespace(
+    b64encode=_codec(_base64.b64encode), b64decode=_codec(_base64.b64decode),
+    urlsafe_b64encode=_codec(_base64.urlsafe_b64encode),
+    urlsafe_b64decode=_codec(_base64.urlsafe_b64decode),
+    b32encode=_codec(_base64.b32encode), b32decode=_codec(_base64.b32decode),
+    b16encode=_codec(_base64.b16encode), b16decode=_codec(_base64.b16decode),
+)
+
+# --------------------------------------------------------------------------- log
+
+
+def _logger(level: str) -> Callable[..., None]:
+    def write(*parts: Any) -> None:
+        message = " ".join(str(part) for part in parts)
+        try:
+            _context.current().log(f"[{level}] {message}")
+        except RuntimeError:
+            pass  # no invocation in progress: nowhere to log to
+
+    write.__name__ = write.__qualname__ = level.lower()
+    return write
+
+
+log = SimpleNamespace(debug=_logger("DEBUG"), info=_logger("INFO"),
+                      warning=_logger("WARNING"), error=_logger("ERROR"))

@@ -1,0 +1,303 @@
+"""Run one action-script invocation inside a worker and describe its outcome.
+
+``Runner.invoke`` compiles (cached per path and content hash), executes the
+module in fresh globals, calls the function with the arguments plus a
+one-shot ``callback``, and turns whatever happened into the result dict of
+the worker protocol: ``{"ok", "result", "error", "logs"}``.  It never
+raises: an unexpected failure is a structured ``script_error`` too.
+
+The wall clock is not enforced here: the supervisor SIGKILLs the worker at
+the deadline.  The runner only publishes the deadline (``sandbox.context``)
+so facades can shrink their own timeouts.  That is also why nothing in this
+module raises a "deadline" exception a script could swallow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import types
+from collections import OrderedDict
+from typing import Any
+
+from sandbox import context, errors, guards, policy
+
+__all__ = ["Callback", "OutputCapture", "Runner"]
+
+
+class OutputCapture:
+    """Printed text and log lines of one invocation, capped at ``limit`` bytes (UTF-8)."""
+
+    __slots__ = ("_parts", "_used", "_limit", "_dropped")
+
+    def __init__(self, limit: int) -> None:
+        self._parts: list[str] = []
+        self._used = 0
+        self._limit = limit
+        self._dropped = 0
+
+    def write(self, text: str) -> None:
+        size = len(text.encode("utf-8", "replace"))
+        room = self._limit - self._used
+        if size <= room:
+            self._parts.append(text)
+            self._used += size
+            return
+        if room > 0:
+            kept = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+            self._parts.append(kept)
+            kept_size = len(kept.encode("utf-8"))
+            self._used += kept_size
+            size -= kept_size
+        self._dropped += size
+
+    def line(self, text: str) -> None:
+        """Append ``text`` as a line of its own (log facade)."""
+        if self._parts and not self._parts[-1].endswith("\n"):
+            self.write("\n")
+        self.write(text if text.endswith("\n") else text + "\n")
+
+    def lines(self) -> list[str]:
+        out = "".join(self._parts).splitlines()
+        if self._dropped:
+            out.append(f"[scriptvisor: output truncated, {self._dropped} bytes dropped]")
+        return out
+
+
+class _PrintCollector:
+    """What RestrictedPython's ``print`` rewrite calls (``_print._call_print``).
+
+    ``printed`` (the text printed in the current function) is kept as the
+    RestrictedPython contract says; everything also goes to the capture.
+    """
+
+    __slots__ = ("_capture", "_text")
+
+    def __init__(self, capture: OutputCapture) -> None:
+        self._capture = capture
+        self._text: list[str] = []
+
+    def _call_print(self, *objects: Any, sep: Any = " ", end: Any = "\n", file: Any = None,
+                    flush: bool = False) -> None:
+        if file is not None:
+            raise TypeError("print(file=...) is not available to scripts")
+        sep = " " if sep is None else guards._exact_name(sep)
+        end = "\n" if end is None else guards._exact_name(end)
+        text = sep.join(str(obj) for obj in objects) + end
+        self._text.append(text)
+        self._capture.write(text)
+
+    def __call__(self) -> str:
+        return "".join(self._text)
+
+
+class Callback:
+    """The one-shot ``callback`` a script receives; a fresh one per invocation.
+
+    It records the first call's outcome and counts the calls.  Once the
+    invocation is over (``close()``), further calls -- from a reference kept in
+    ``global_`` -- raise ``RuntimeError`` in the calling script instead of
+    touching the finished result.
+    """
+
+    __slots__ = ("_calls", "_first", "_open", "_result_bytes")
+
+    def __init__(self, result_bytes: int) -> None:
+        self._calls = 0
+        self._first: dict[str, Any] | None = None
+        self._open = True
+        self._result_bytes = result_bytes
+
+    def __call__(self, err: Any = None, value: Any = None) -> None:
+        if not self._open:
+            raise RuntimeError("callback of an invocation that has already finished")
+        self._calls += 1
+        if self._calls == 1:
+            self._first = self._outcome(err, value)
+
+    def _outcome(self, err: Any, value: Any) -> dict[str, Any]:
+        if err is not None:
+            error = {"code": "script_error", **errors.describe(err), "source": "callback"}
+            # keep the key order code, name, message, then the fields
+            return {"ok": False, "result": None, "error": error}
+        try:
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False,
+                              separators=(",", ":"), default=_json_default)
+        except (TypeError, ValueError, RecursionError, OverflowError) as exc:
+            return _invalid_result(f"callback value is not JSON-serialisable: {errors._text(exc)}")
+        size = len(text.encode("utf-8"))
+        if size > self._result_bytes:
+            return _invalid_result(
+                f"callback value is {size} bytes of JSON; the limit is {self._result_bytes}",
+                size=size, limit=self._result_bytes)
+        return {"ok": True, "result": json.loads(text), "error": None}
+
+    def close(self) -> None:
+        self._open = False
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, guards.ReadOnlyMapping):
+        return guards.thaw(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _invalid_result(message: str, **details: Any) -> dict[str, Any]:
+    error = {"code": "invalid_result", "name": "InvalidResult", "message": message, **details}
+    return {"ok": False, "result": None, "error": error}
+
+
+#: Traceback entries kept in an error (first and last halves of the script's frames).
+TRACEBACK_FRAMES = 20
+
+
+def _script_frames(tb: types.TracebackType | None, filename: str) -> list[dict[str, Any]]:
+    """Frames of the tenant's file only, outermost first (no host paths, no facades).
+
+    Runs of the same frame (deep recursion) collapse into one entry with
+    ``repeat``; at most ``TRACEBACK_FRAMES`` entries are kept, with an
+    ``{"omitted": n}`` entry between the outer and inner halves.
+    """
+    shown = os.path.basename(filename)
+    frames: list[dict[str, Any]] = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == filename:
+            frame = {"file": shown, "line": tb.tb_lineno, "function": code.co_name}
+            last = frames[-1] if frames else None
+            if last is not None and all(last[k] == frame[k] for k in frame):
+                last["repeat"] = last.get("repeat", 1) + 1
+            else:
+                frames.append(frame)
+        tb = tb.tb_next
+    if len(frames) > TRACEBACK_FRAMES:
+        half = TRACEBACK_FRAMES // 2
+        frames = frames[:half] + [{"omitted": len(frames) - 2 * half}] + frames[-half:]
+    return frames
+
+
+def _exception_error(exc: BaseException, filename: str) -> dict[str, Any]:
+    described = errors.describe(exc)
+    return {"code": "script_error", **described, "source": "exception",
+            "traceback": _script_frames(exc.__traceback__, filename)}
+
+
+class Runner:
+    """Runs invocations for one worker (one tenant), keeping ``global_`` and compiled code."""
+
+    def __init__(self, ctx: context.WorkerContext) -> None:
+        self.ctx = ctx
+        #: The per-worker dict scripts see as ``global_``: lives as long as this Runner.
+        self.global_: dict[str, Any] = {}
+        self._codes: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._builtins = policy.make_builtins()
+        limits = ctx.limits or {}
+        self._output_bytes = int(limits.get("output_bytes", policy.DEFAULT_OUTPUT_BYTES))
+        self._result_bytes = int(limits.get("result_bytes", policy.DEFAULT_RESULT_BYTES))
+        if sys.getrecursionlimit() > policy.RECURSION_LIMIT:
+            sys.setrecursionlimit(policy.RECURSION_LIMIT)
+
+    # compile cache ---------------------------------------------------------
+    def compiled(self, path: str, source: str, source_hash: str = "") -> Any:
+        """Code object or ``CompileFailure`` for ``source``, cached per (path, hash)."""
+        if not source_hash:
+            source_hash = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+        key = (path, source_hash)
+        try:
+            self._codes.move_to_end(key)
+            return self._codes[key]
+        except KeyError:
+            pass
+        code = policy.compile_script(source, path)
+        self._codes[key] = code
+        while len(self._codes) > policy.COMPILE_CACHE_SIZE:
+            self._codes.popitem(last=False)
+        return code
+
+    # invocation --------------------------------------------------------------
+    def invoke(self, path: str, source: str, source_hash: str = "", function: str | None = "",
+               args: list[Any] | None = None, configuration: dict[str, Any] | None = None,
+               timeout: float = 20.0) -> dict[str, Any]:
+        """Run ``function(*args, callback)`` from ``source``. Returns the protocol result dict."""
+        capture = OutputCapture(self._output_bytes)
+        callback = Callback(self._result_bytes)
+        inv = context.Invocation(worker=self.ctx, deadline=time.monotonic() + float(timeout),
+                                 log=capture.line)
+        context.set_current(inv)
+        try:
+            outcome = self._run(path, source, source_hash, function, args, configuration,
+                                callback, capture)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the worker's own signals, not the script's
+        except BaseException as exc:  # never raise: the worker must answer
+            outcome = {"ok": False, "result": None, "error": {
+                "code": "script_error", "name": type(exc).__name__,
+                "message": errors._text(exc), "source": "runner"}}
+        finally:
+            callback.close()
+            context.set_current(None)
+        outcome["logs"] = capture.lines()
+        return outcome
+
+    def _run(self, path: str, source: str, source_hash: str, function: str | None,
+             args: list[Any] | None, configuration: dict[str, Any] | None,
+             callback: Callback, capture: OutputCapture) -> dict[str, Any]:
+        path = str(path)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        function = function or stem
+        code = self.compiled(path, source, source_hash)
+        if isinstance(code, policy.CompileFailure):
+            return {"ok": False, "result": None, "error": code.to_error()}
+
+        scope = self._globals(stem, callback, configuration, capture)
+        try:
+            exec(code, scope)
+            fn = scope.get(function)
+            if type(fn) is not types.FunctionType or fn.__code__.co_filename != path:
+                return {"ok": False, "result": None, "error": {
+                    "code": "not_found", "name": "NotFound",
+                    "message": f"function {function!r} is not defined in {os.path.basename(path)}",
+                    "function": function}}
+            fn(*(args or ()), callback)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            raised = _exception_error(exc, path)
+            if callback._calls == 1:
+                # The result was already given; the late exception is only reported.
+                capture.line(f"[scriptvisor: exception after callback: {raised['name']}: {raised['message']}]")
+            elif callback._calls == 0:
+                return {"ok": False, "result": None, "error": raised}
+        return self._callback_outcome(callback)
+
+    @staticmethod
+    def _callback_outcome(callback: Callback) -> dict[str, Any]:
+        if callback._calls == 0:
+            return {"ok": False, "result": None, "error": {
+                "code": "stall", "name": "Stall",
+                "message": "the function returned without calling callback"}}
+        first = callback._first or {}
+        if callback._calls > 1:
+            return {"ok": False, "result": None, "error": {
+                "code": "double_callback", "name": "DoubleCallback",
+                "message": f"callback was called {callback._calls} times; it must be called exactly once",
+                "calls": callback._calls, "first": first}}
+        return {"ok": first.get("ok", False), "result": first.get("result"), "error": first.get("error")}
+
+    def _globals(self, stem: str, callback: Callback, configuration: dict[str, Any] | None,
+                 capture: OutputCapture) -> dict[str, Any]:
+        scope: dict[str, Any] = {
+            "__builtins__": self._builtins,
+            "__name__": stem,
+            "_print_": lambda _getattr_=None: _PrintCollector(capture),
+            "callback": callback,
+            "configuration": guards.freeze(dict(configuration or {})),
+            "global_": self.global_,
+        }
+        for name, (hook, _reason) in policy.GUARDS.items():
+            scope[name] = hook
+        scope.update(errors.INJECTED_ERRORS)
+        return scope
