@@ -41,7 +41,8 @@ __all__ = [
     "prepare",
 ]
 
-#: Every layer ``available()`` reports, in the order ``apply()`` uses them.
+#: Every layer ``available()`` reports, in the order ``apply()`` uses them
+#: (``interpreter_access`` is a host check that the uid layer depends on).
 LAYERS = (
     "setsid", "env_scrub", "rlimits", "uid", "pdeathsig", "no_new_privs",
     "landlock", "landlock_net", "landlock_scope", "seccomp", "scratch_quota",
@@ -77,6 +78,9 @@ _MNT_DETACH = 2
 INODES_PER_MB = 32
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Resolved once at import (in the zygote): a dlsym() after fork costs page faults.
+_prctl = _libc.prctl
+_clearenv = _libc.clearenv
 
 
 class ConfinementFailed(Exception):
@@ -443,11 +447,17 @@ def apply(policy: dict[str, Any]) -> None:
             raise ConfinementFailed("uid", f"dropping to {uid}:{gid}: {_errno_text(exc)}")
         if os.getuid() != uid or os.geteuid() != uid or os.getgroups():
             raise ConfinementFailed("uid", "credentials did not change")
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    scratch = policy.get("scratch_dir")
+    if scratch:
+        try:
+            os.chdir(scratch)  # relative paths land in the scratch dir, not in "/"
+        except OSError as exc:
+            raise ConfinementFailed("uid", f"cannot enter scratch dir: {_errno_text(exc)}")
+    if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise ConfinementFailed("pdeathsig", os.strerror(ctypes.get_errno()))
     if os.getppid() != zygote:
         os._exit(0)  # the zygote died before we armed PDEATHSIG: nobody to serve
-    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise ConfinementFailed("no_new_privs", os.strerror(ctypes.get_errno()))
     if layers["landlock"][0]:
         rs = _rulesets.get(_key(policy))
@@ -470,9 +480,14 @@ def apply(policy: dict[str, Any]) -> None:
 
 def _scrub_env(policy: dict[str, Any]) -> None:
     """Nothing of the supervisor's environment (secrets) reaches tenant code."""
-    os.environ.clear()  # unsetenv() for each: the C environ is emptied too
-    os.environ.update(WORKER_ENV)
+    env = dict(WORKER_ENV)
     scratch = policy.get("scratch_dir")
     if scratch:
-        os.environ["HOME"] = scratch
-        os.environ["TMPDIR"] = scratch
+        env["HOME"] = env["TMPDIR"] = scratch
+    # clearenv() empties the C environ in one call (os.environ.clear() unsets
+    # variables one by one: ~0.4 ms after fork); then rebuild both views.
+    if _clearenv() != 0:
+        os.environ.clear()
+    os.environ._data.clear()  # type: ignore[attr-defined]  # the mapping behind os.environ
+    for key, value in env.items():
+        os.environ[key] = value  # putenv() + the Python mapping

@@ -110,8 +110,11 @@ _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
 
+_NUMBERS = _SYSCALLS.get(platform.machine())
+
+
 def _numbers() -> tuple[int, int, int] | None:
-    return _SYSCALLS.get(platform.machine())
+    return _NUMBERS
 
 
 def _call(step: str, *args: object) -> int:
@@ -176,7 +179,9 @@ class Ruleset:
         """Grant ``access`` beneath ``path``. Returns False when the path does not exist."""
         try:
             pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            # Missing, or hidden from us by DAC: the worker (never more
+            # privileged than the zygote) could not read it either.
             return False
         try:
             if not os.path.isdir(path):
