@@ -95,3 +95,24 @@ def run(code: str, pol: dict[str, Any], *, drop_to: int | None = None,
     if proc.returncode != 0:
         raise AssertionError(f"driver failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_RAW_APPLY = r'''
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from sandbox import confine
+try:
+    confine.apply(json.loads(sys.argv[1]))
+    print(json.dumps(None))
+except confine.ConfinementFailed as exc:
+    print(json.dumps({"layer": exc.layer, "reason": exc.reason}))
+'''
+
+
+def run_raw_apply(pol: dict[str, Any]) -> Any:
+    """``apply(pol)`` in a fresh interpreter without ``prepare``; the ConfinementFailed it raised."""
+    proc = subprocess.run([sys.executable, "-c", _RAW_APPLY, json.dumps(pol), str(ROOT)],
+                          capture_output=True, text=True, timeout=30, cwd="/")
+    if proc.returncode != 0:
+        raise AssertionError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
