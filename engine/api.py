@@ -118,9 +118,12 @@ class Engine(_Base):
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         super().__init__(config)
-        self._reactor = SelectorReactor()
+        self._reactor: SelectorReactor | None = None
 
     def start(self, timeout: float = 30.0) -> "Engine":
+        if self._sup is not None:
+            raise RuntimeError("engine already started")
+        self._reactor = SelectorReactor()
         self._sup = Supervisor(self.config, self._reactor)
         self._sup.start()
         self.run_until(lambda: self._sup is not None and self._sup.zygote_ready, timeout)
@@ -143,6 +146,8 @@ class Engine(_Base):
     def run_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
         """Run the loop until ``predicate()`` is true or ``timeout`` passes. Returns the predicate."""
         until = None if timeout is None else time.monotonic() + timeout
+        if self._reactor is None:
+            raise EngineUnavailable("the engine is not started")
         while not predicate():
             if until is not None and time.monotonic() >= until:
                 return False
@@ -186,8 +191,9 @@ class Engine(_Base):
             sup.drain()
             self.run_until(lambda: sup.busy == 0)
         sup.stop()
-        self._reactor.close()
-        self._reactor = SelectorReactor()
+        if self._reactor is not None:
+            self._reactor.close()
+        self._reactor = None
         self._sup = None
 
 

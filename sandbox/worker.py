@@ -91,9 +91,13 @@ def _result_frame(job_id: int, outcome: dict[str, Any], stats: dict[str, float],
             return protocol.encode(fallback, max_frame)
 
 
-def _debug_exec(code: str) -> dict[str, Any]:
-    """Test-only: run plain Python after confinement, as if RestrictedPython were broken."""
-    scope: dict[str, Any] = {"__name__": "__debug_exec__"}
+def _debug_exec(code: str, channel_fd: int) -> dict[str, Any]:
+    """Test-only: run plain Python after confinement, as if RestrictedPython were broken.
+
+    ``channel_fd`` (the worker's socket) is in scope so tests can play a
+    hostile worker that writes garbage to the supervisor.
+    """
+    scope: dict[str, Any] = {"__name__": "__debug_exec__", "channel_fd": channel_fd}
     try:
         exec(compile(code, "<debug_exec>", "exec"), scope)  # noqa: S102 - test-only, policy-gated
         return {"ok": True, "result": scope.get("result"), "error": None, "logs": []}
@@ -162,7 +166,7 @@ def serve(fd: int, policy: dict[str, Any]) -> None:
                 sock.sendall(_result_frame(job_id, outcome, _stats(before), max_frame))
             elif kind == "debug_exec" and debug_exec:
                 before = resource.getrusage(resource.RUSAGE_SELF)
-                outcome = _debug_exec(msg["code"])
+                outcome = _debug_exec(msg["code"], fd)
                 sock.sendall(_result_frame(msg["id"], outcome, _stats(before), max_frame))
             elif kind == "exit":
                 break

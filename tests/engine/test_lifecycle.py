@@ -1,0 +1,173 @@
+"""Worker lifecycle through the real engine: real zygote, real forked workers."""
+
+import asyncio
+import os
+import signal
+
+import psutil
+import pytest
+
+from engine import AsyncEngine, Engine, EngineConfig, TenantLimits
+
+from .conftest import COUNTER, ECHO, NOOP, SPIN, descendants, make_config, open_fds, wait_dead
+
+
+def test_ok_result_carries_value_duration_and_worker(shared_engine):
+    res = shared_engine.invoke("acme", source=ECHO, path="echo.py", args=[{"a": [1, 2]}])
+    assert res.ok, res.error
+    assert res.result == {"a": [1, 2]}
+    assert res.error is None
+    assert res.duration_ms > 0
+    assert res.worker["pid"] > 0 and res.worker["invocations"] >= 1
+    assert set(res.to_dict()) >= {"ok", "result", "error", "logs", "duration_ms"}
+
+
+def test_global_persists_in_a_worker_and_resets_after_timeout(engine):
+    eng = engine
+    first = eng.invoke("t1", source=COUNTER, path="counter.py")
+    pid = first.worker["pid"]
+    seen = [first.result]
+    for _ in range(3):
+        r = eng.invoke("t1", source=COUNTER, path="counter.py")
+        if r.worker["pid"] == pid:
+            seen.append(r.result)
+    assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 2
+    timeouts = 0
+    while True:
+        r = eng.invoke("t1", source=SPIN, path="spin.py", timeout=0.05)
+        assert r.code == "timeout"
+        timeouts += 1
+        alive = [w for w in eng.stats(memory=False)["tenants"]["t1"]["workers"]]
+        if all(w["invocations"] == 0 for w in alive) or timeouts > 4:
+            break
+    after = eng.invoke("t1", source=COUNTER, path="counter.py")
+    assert after.ok and after.result == 1, "a recycled worker starts with an empty global_"
+    assert after.worker["pid"] != pid
+
+
+def test_deadline_of_fifty_ms_is_enforced(engine):
+    res = engine.invoke("acme", source=SPIN, path="spin.py", timeout=0.05)
+    assert res.code == "timeout"
+    assert res.error["timeout"] == 0.05
+    assert 50 <= res.duration_ms < 5000  # enforced; precision is the benchmark's business
+    assert wait_dead(res.worker["pid"]), "the timed-out worker was killed"
+
+
+def test_per_tenant_timeout_applies(engine):
+    engine.configure_tenant("slowpoke", limits=TenantLimits(timeout=0.1))
+    res = engine.invoke("slowpoke", source=SPIN, path="spin.py")
+    assert res.code == "timeout" and res.error["timeout"] == 0.1
+
+
+def test_worker_killed_from_outside_mid_invocation_is_a_crash_and_replaced(engine):
+    job = engine.submit("acme", source=SPIN, path="spin.py", timeout=10)
+    engine.run_until(lambda: any(w["state"] == "busy" for w in
+                                 engine.stats(memory=False)["tenants"]["acme"]["workers"]), 10)
+    busy = [w for w in engine.stats(memory=False)["tenants"]["acme"]["workers"] if w["state"] == "busy"]
+    os.kill(busy[0]["pid"], signal.SIGKILL)
+    res = engine.wait(job)
+    assert res.code == "crash"
+    assert res.error["signal_name"] == "SIGKILL"
+    nxt = engine.invoke("acme", source=NOOP, path="noop.py")
+    assert nxt.ok and nxt.worker["pid"] != busy[0]["pid"]
+
+
+def test_worker_exiting_on_its_own_reports_exit_code(engine):
+    res = engine.debug_exec("acme", "import os\nos._exit(7)\n")
+    assert res.code == "crash"
+    assert res.error["exit_code"] == 7
+    assert engine.invoke("acme", source=NOOP, path="noop.py").ok
+
+
+def test_worker_killed_by_signal_reports_it(engine):
+    res = engine.debug_exec("acme", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    assert res.code == "crash"
+    assert res.error["signal_name"] == "SIGSEGV"
+
+
+def test_tenants_never_share_a_worker(engine):
+    events = []
+    engine.add_listener(events.append)
+    pids = {}
+    for i in range(6):
+        for tenant in ("alpha", "beta", "gamma"):
+            res = engine.invoke(tenant, source=NOOP, path="noop.py")
+            assert res.ok
+            pids.setdefault(res.worker["pid"], set()).add(tenant)
+    assert all(len(tenants) == 1 for tenants in pids.values())
+    served = {}
+    for ev in events:
+        if ev["event"] == "job_done" and ev["pid"]:
+            served.setdefault(ev["pid"], set()).add(ev["tenant"])
+    assert all(len(t) == 1 for t in served.values())
+
+
+def test_concurrent_invocations_across_tenants(engine):
+    for t in ("a", "b", "c"):
+        engine.configure_tenant(t, limits=TenantLimits(timeout=5.0, max_concurrency=2))
+    jobs = [engine.submit(t, source=ECHO, path="echo.py", args=[f"{t}{i}"])
+            for i in range(10) for t in ("a", "b", "c")]
+    results = engine.wait_all(jobs)
+    assert [r.result for r in results] == [f"{t}{i}" for i in range(10) for t in ("a", "b", "c")]
+    for t in ("a", "b", "c"):
+        assert len(engine.stats(memory=False)["tenants"][t]["workers"]) <= 2 + 1  # concurrency + spare
+
+
+def test_queue_beyond_limit_is_overloaded(engine):
+    engine.configure_tenant("busy", limits=TenantLimits(timeout=2.0, max_concurrency=1, max_queue=2))
+    jobs = [engine.submit("busy", source=SPIN, path="spin.py", timeout=0.2) for _ in range(6)]
+    codes = [r.code for r in engine.wait_all(jobs)]
+    assert "overloaded" in codes
+    assert set(codes) <= {"timeout", "overloaded"}
+
+
+def test_planned_recycle_after_n_invocations(tmp_path):
+    cfg = make_config(state_dir=str(tmp_path), max_invocations_per_worker=3, spares_per_tenant=0)
+    with Engine(cfg) as eng:
+        results = [eng.invoke("acme", source=COUNTER, path="counter.py") for _ in range(7)]
+    assert [r.result for r in results] == [1, 2, 3, 1, 2, 3, 1]
+    assert len({r.worker["pid"] for r in results}) == 3
+
+
+def test_missing_script_file_is_not_found(engine, tmp_path):
+    res = engine.invoke("acme", path=str(tmp_path / "nope.py"))
+    assert res.code == "not_found"
+    assert "nope.py" in res.error["message"]
+
+
+def test_invalid_tenant_name_is_refused(engine):
+    with pytest.raises(ValueError):
+        engine.invoke("../etc", source=NOOP, path="noop.py")
+
+
+def test_async_engine_runs_many_calls_without_threads(tmp_path):
+    async def main():
+        async with AsyncEngine(make_config(state_dir=str(tmp_path))) as eng:
+            eng.configure_tenant("acme", limits=TenantLimits(max_concurrency=2))
+            results = await asyncio.gather(*[
+                eng.invoke("acme", source=ECHO, path="echo.py", args=[i]) for i in range(50)])
+            timeout = await eng.invoke("acme", source=SPIN, path="spin.py", timeout=0.05)
+            return results, timeout
+
+    import threading
+    before = threading.active_count()
+    results, timeout = asyncio.run(main())
+    assert [r.result for r in results] == list(range(50))
+    assert timeout.code == "timeout"
+    assert threading.active_count() == before
+
+
+def test_shutdown_leaves_no_process_and_no_fd(tmp_path):
+    fds = open_fds()
+    before = {p.pid for p in descendants()}  # e.g. a module-scoped engine's processes
+    eng = Engine(make_config(state_dir=str(tmp_path))).start()
+    for t in ("x", "y"):
+        assert eng.invoke(t, source=NOOP, path="noop.py").ok
+    eng.invoke("x", source=SPIN, path="spin.py", timeout=0.05)
+    procs = [p for p in descendants() if p.pid not in before]
+    assert len(procs) >= 3  # zygote + workers
+    eng.close()
+    gone, alive = psutil.wait_procs(procs, timeout=5)
+    assert not alive
+    assert {p.pid for p in descendants()} <= before
+    assert open_fds() == fds

@@ -1,0 +1,89 @@
+"""The wire protocol refuses every malformed frame before acting on it."""
+
+import json
+import struct
+
+import pytest
+
+from engine import protocol
+from engine.protocol import FrameDecoder, FrameError, encode, parse_worker_message
+
+
+def frame(payload: bytes, magic=b"SV", version=protocol.VERSION, kind=ord("J"), length=None):
+    n = len(payload) if length is None else length
+    return struct.pack(">2sBBI", magic, version, kind, n) + payload
+
+
+def test_roundtrip_survives_byte_by_byte_delivery():
+    data = encode({"t": "ready", "pid": 7}) + encode({"t": "result", "id": 1, "ok": True, "result": "é"})
+    dec = FrameDecoder()
+    out = []
+    for i in range(len(data)):
+        out.extend(dec.feed(data[i:i + 1]))
+    assert out == [{"t": "ready", "pid": 7}, {"t": "result", "id": 1, "ok": True, "result": "é"}]
+    assert dec.pending == 0
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (frame(b'{"t":"x"}', magic=b"XX"), "bad_magic"),
+        (frame(b'{"t":"x"}', version=99), "bad_version"),
+        (frame(b'{"t":"x"}', kind=ord("P")), "bad_kind"),
+        (frame(b"", length=0), "empty"),
+        (frame(b"\xff\xfe", length=2), "bad_json"),
+        (frame(b"{not json"), "bad_json"),
+        (frame(b"[1,2]"), "bad_message"),
+        (frame(b'{"no_type":1}'), "bad_message"),
+        (frame(b"[" * 100000 + b"]" * 100000), "bad_json"),
+    ],
+)
+def test_bad_frames_raise_frame_error(raw, reason):
+    with pytest.raises(FrameError) as info:
+        FrameDecoder(max_frame=1 << 20).feed(raw)
+    assert info.value.reason == reason
+
+
+def test_oversized_frame_is_refused_from_its_header_alone():
+    dec = FrameDecoder(max_frame=1024)
+    with pytest.raises(FrameError) as info:
+        dec.feed(struct.pack(">2sBBI", b"SV", protocol.VERSION, ord("J"), 10**9))
+    assert info.value.reason == "too_large"
+    assert dec.pending <= protocol.HEADER.size  # nothing of the claimed payload was buffered
+
+
+def test_encode_refuses_non_json_and_oversized():
+    with pytest.raises(FrameError):
+        encode({"t": "x", "v": object()})
+    with pytest.raises(FrameError):
+        encode({"t": "x", "v": float("nan")})
+    with pytest.raises(FrameError):
+        encode({"t": "x", "v": "a" * 100}, max_frame=50)
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"t": "result", "id": "1", "ok": True},
+        {"t": "result", "id": 1, "ok": 1},
+        {"t": "result", "id": 1, "ok": True, "error": {"code": "stall"}},
+        {"t": "result", "id": 1, "ok": False, "error": {"code": "timeout", "name": "T", "message": "m"}},
+        {"t": "result", "id": 1, "ok": False, "error": {"code": "crash", "name": "T", "message": "m"}},
+        {"t": "result", "id": 1, "ok": False, "error": {"code": "stall", "name": 1, "message": "m"}},
+        {"t": "result", "id": 1, "ok": False, "error": "boom"},
+        {"t": "result", "id": 1, "ok": True, "logs": [1, 2]},
+        {"t": "result", "id": 1, "ok": True, "stats": {"cpu": "x"}},
+        {"t": "ready", "pid": "1"},
+        {"t": "spawned", "pid": 1},
+    ],
+)
+def test_worker_messages_are_validated(msg):
+    with pytest.raises(FrameError):
+        parse_worker_message(msg)
+
+
+def test_a_worker_cannot_claim_supervisor_codes():
+    ok = parse_worker_message({"t": "result", "id": 3, "ok": False, "result": None,
+                               "error": {"code": "stall", "name": "Stall", "message": "m"}})
+    assert ok.error["code"] == "stall"
+    assert json.dumps(ok.error)
