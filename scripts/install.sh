@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install scriptvisor into ./.venv (idempotent). Extras: pass e.g. "test,bench".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${1:-}"
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    echo "scriptvisor needs Python >= 3.11 (found: $("$PY" --version 2>&1))" >&2
+    exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+    if ! "$PY" -m venv .venv 2>/dev/null; then
+        # Debian's python3 ships venv separately.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+            rm -rf .venv && "$PY" -m venv .venv
+        else
+            echo "cannot create a virtualenv: install python3-venv" >&2
+            exit 2
+        fi
+    fi
+fi
+# libseccomp is what the seccomp layer loads; apt itself depends on it, but check.
+if ! ldconfig -p 2>/dev/null | grep -q libseccomp.so.2; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq libseccomp2 >/dev/null
+    fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ -n "$EXTRAS" ]; then
+    .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
+else
+    .venv/bin/python -m pip install -q -e .
+fi

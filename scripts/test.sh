@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, start the services it talks to,
+# and run the whole suite.  This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh "test,bench"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+need_apt=()
+command -v nginx >/dev/null || need_apt+=(nginx-light)
+command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# PostgreSQL and MariaDB: start them when they are down (a fresh machine).
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; then
+    as_root mkdir -p /run/mysqld && as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+    as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+fi
+for _ in $(seq 1 60); do
+    (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null && break
+    sleep 0.5  # services start asynchronously; this wait is outside the code under test
+done
+# A fresh PostgreSQL has no trust auth for root over TCP: the tests connect as
+# user postgres to database postgres/test; make sure "test" exists.
+if command -v psql >/dev/null; then
+    as_root runuser -u postgres -- psql -qAtc "SELECT 1 FROM pg_database WHERE datname='test'" 2>/dev/null | grep -q 1 \
+        || as_root runuser -u postgres -- createdb test 2>/dev/null || true
+fi
+if command -v mariadb >/dev/null; then
+    as_root mariadb -uroot -e "CREATE DATABASE IF NOT EXISTS test" 2>/dev/null || true
+fi
+
+set +e
+.venv/bin/python -m pytest -q "$@"
+status=$?
+set -e
+if [ $status -eq 5 ]; then
+    echo "pytest collected no tests" >&2
+    exit 1
+fi
+exit $status
