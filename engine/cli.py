@@ -169,5 +169,23 @@ def check(scripts: tuple[Path, ...]) -> None:
     click.echo(f"{len(scripts)} script(s) ok", err=True)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the layers as a JSON object.")
+@click.option("--strict", is_flag=True, help="Exit 1 unless every layer is active.")
+def doctor(as_json: bool, strict: bool) -> None:
+    """Report each OS confinement layer: active on this host, or why not."""
+    from .doctor import layers, run_doctor
+
+    if as_json:
+        rows = layers(None)
+        click.echo(_dump({"layers": rows, "all_active": all(r["active"] for r in rows)}))
+        all_active = all(r["active"] for r in rows)
+    else:
+        text, all_active = run_doctor(None)
+        click.echo(text)
+    if strict and not all_active:
+        sys.exit(EXIT_FAILED)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
