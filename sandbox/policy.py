@@ -277,6 +277,11 @@ class ScriptPolicy(RestrictingNodeTransformer):
             self._check_facade_name(node, node.module)
         return super().visit_ImportFrom(node)
 
+    def visit_Global(self, node: ast.Global) -> Any:
+        for name in node.names:  # `global _getattr_` names a guard hook
+            self.check_name(node, name)
+        return self.node_contents_visit(node)
+
     # syntax refused outright --------------------------------------------
     def visit_TryStar(self, node: ast.AST) -> Any:
         # CPython 3.11-3.13.1 type confusion in except* handling (memory write).
