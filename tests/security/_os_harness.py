@@ -31,7 +31,8 @@ from sandbox import confine
 if spec.get("drop_to"):
     # Play an unprivileged supervisor: everything the driver needs is imported
     # before the drop (the interpreter may live where that user cannot read).
-    import errno, socket, resource, ctypes, threading
+    import errno, socket, resource, ctypes, threading, pyseccomp
+    confine._read_only_paths()  # imports engine/* while the stdlib is still readable
     uid = spec["drop_to"]
     os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
 policy = spec["policy"]
