@@ -97,6 +97,9 @@ PG_MIN_CONNECT_TIMEOUT = 2
 SQLITE_PROGRESS_STEPS = 10_000
 #: Allowed sqlite file names: one plain file directly inside the data dir.
 _SQLITE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+#: Files in the data dir that belong to the platform, not to scripts: the
+#: migration user store (engine.userstore) and its WAL/SHM companions.
+SQLITE_RESERVED_PREFIXES = ("platform.db",)
 #: PRAGMAs a script may run (read or set): connection-local or header-only ones.
 #: Everything else (writable_schema, temp_store_directory, mmap_size...) is denied.
 SQLITE_PRAGMAS = frozenset({
@@ -478,6 +481,8 @@ def _sqlite_path(name: object) -> str:
     if not _SQLITE_NAME.match(name) or ".." in name:
         raise NotAllowed(f"sqlite database name {name!r} refused: use a plain file name inside "
                          "the tenant's data directory (letters, digits, '_', '-', '.')")
+    if name.lower().startswith(SQLITE_RESERVED_PREFIXES):
+        raise NotAllowed(f"sqlite database {name!r} is reserved for the platform's own user store")
     try:
         data_dir = context.worker().data_dir
     except RuntimeError:

@@ -73,6 +73,12 @@ def test_cant_open_sqlite_paths_outside_the_data_dir(data_dir, tmp_path, name):
     assert not (tmp_path / "escape.db").exists()
 
 
+@pytest.mark.parametrize("name", ["platform.db", "platform.db-wal", "PLATFORM.DB"])
+def test_cant_open_the_platform_user_store(data_dir, name):
+    with pytest.raises(sqlite.NotAllowed, match="reserved"):
+        sqlite.connect(name)
+
+
 def test_cant_follow_a_symlink_out_of_the_data_dir(data_dir, tmp_path):
     outside = tmp_path / "outside.db"
     sqlite3.connect(outside).close()

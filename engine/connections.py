@@ -1,0 +1,570 @@
+"""Custom database connections: the seven operations, in legacy and migration mode.
+
+A *connection* is a tenant's scripts folder plus its ``configuration`` plus
+``import_users`` (see ``docs/action-scripts.md``).  Each operation is written
+once, as a generator that yields *steps* and receives their outcomes:
+
+    Invoke("get_user", [email])   -> the script's result dict (Result.to_dict())
+    Blocking(fn, *args)           -> fn(*args): platform store work and hashing
+
+so the same logic runs under a blocking ``engine.Engine`` (``run_operation_on``)
+and inside an asyncio server on ``engine.AsyncEngine`` (``run_operation_async``,
+store work in the default executor so bcrypt never blocks the event loop),
+with no duplicated call orders.
+
+Every operation returns the ``scriptvisor run --json`` object
+(``ok, result, error, logs, duration_ms``) plus ``scripts_called`` (script
+names in call order) and, in migration mode, ``from_platform_store``.
+
+Call orders (the contract):
+- legacy signup: ``get_user`` (found: ``user_exists``, no ``create``) ->
+  ``create`` -> ``login`` to confirm the account works.
+- migration login: platform store first (password checked there, no script);
+  else ``login`` and on success the user is stored with the same ``user_id``
+  and the password hashed by the platform.
+- migration signup: store, then ``get_user`` in the legacy database; a user
+  found in either cannot sign up; a new user goes into the store only.
+- migration password reset for a user not yet migrated: ``get_user`` supplies
+  the profile, the user is created in the store with the new password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator, Mapping
+
+from engine.contract import check_same_user, normalize_profile
+from engine.errors import BadRequest, ContractViolation, EngineUnavailable, InvocationError, ScriptError
+from engine.userstore import StoredUser, UserStore, UserStoreError
+
+__all__ = [
+    "OPERATIONS",
+    "SCRIPT_OF",
+    "Blocking",
+    "Connection",
+    "Invoke",
+    "run_operation",
+    "run_operation_async",
+    "run_operation_on",
+]
+
+#: Operation -> the script it is named after (``delete_user`` runs ``delete.py``).
+SCRIPT_OF: dict[str, str] = {
+    "login": "login",
+    "signup": "create",
+    "get_user": "get_user",
+    "verify_email": "verify",
+    "change_password": "change_password",
+    "delete_user": "delete",
+    "change_email": "change_email",
+}
+OPERATIONS = tuple(SCRIPT_OF)
+#: Argument names per operation, in the order of the matching script's signature.
+ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "login": ("email", "password"),
+    "signup": ("user",),
+    "get_user": ("email",),
+    "verify_email": ("email",),
+    "change_password": ("email", "new_password"),
+    "delete_user": ("user_id",),
+    "change_email": ("email", "new_email", "verified"),
+}
+#: Longest email / password accepted by an operation (beyond is a bad request).
+MAX_FIELD_CHARS = 1024
+
+
+@dataclass(frozen=True)
+class Invoke:
+    script: str
+    args: list[Any]
+
+
+@dataclass(frozen=True)
+class Blocking:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass
+class Connection:
+    """What an operation needs to know about a tenant."""
+
+    tenant: str
+    scripts_dir: Path
+    configuration: Mapping[str, Any]
+    import_users: bool
+    store: UserStore
+    name: str = "custom-database"  # the ``connection`` field of create's user
+    timeout: float | None = None
+
+    def script_path(self, script: str) -> Path:
+        return Path(self.scripts_dir) / f"{script}.py"
+
+    def has(self, script: str) -> bool:
+        return self.script_path(script).is_file()
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+    from_platform_store: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Step = Invoke | Blocking
+OpGen = Generator[Step, Any, Outcome]
+
+
+# --------------------------------------------------------------------------
+# helpers shared by the operations
+
+
+def _error(cls: type[InvocationError], message: str, **details: Any) -> Outcome:
+    return Outcome(False, error=cls(message, **details).to_dict())
+
+
+def _user_exists(email: str, where: str) -> Outcome:
+    # Same shape as a script's callback(ValidationError("user_exists", ...)).
+    return _error(ScriptError, f"the user already exists ({where})", name="ValidationError",
+                  validation_code="user_exists")
+
+
+def _wrong_credentials(email: str, user_known: bool) -> Outcome:
+    # Same shape as a script's callback(WrongUsernameOrPasswordError(...)).
+    return _error(ScriptError, "Wrong email or password.", name="WrongUsernameOrPasswordError",
+                  email_or_id=email if user_known else None, user_known=user_known)
+
+
+def _missing_script(conn: Connection, script: str, operation: str) -> Outcome:
+    return _error(BadRequest, f"this connection has no {script}.py script, so {operation} is not available",
+                  script=script, operation=operation)
+
+
+def _profile(conn: Connection, email: str, value: Any, script: str) -> Generator[Step, Any, dict]:
+    """Normalise a script's profile and check its user_id is stable for ``email``."""
+    profile = normalize_profile(value, script=script)
+    seen = yield Blocking(conn.store.seen_user_id, (email, profile["user_id"], script))
+    check_same_user(email, profile["user_id"], script, seen)
+    return profile
+
+
+def _call_get_user(conn: Connection, email: str) -> Generator[Step, Any, tuple[Outcome | None, dict | None]]:
+    """(failure, None) | (None, profile) | (None, None) for "not found"."""
+    res = yield Invoke("get_user", [email])
+    if not res["ok"]:
+        return Outcome(False, error=res["error"]), None
+    if res["result"] is None:
+        return None, None
+    try:
+        profile = yield from _profile(conn, email, res["result"], "get_user")
+    except ContractViolation as exc:
+        return Outcome(False, error=exc.to_dict()), None
+    return None, profile
+
+
+def _check_text(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS:
+        raise BadRequest(f"{name} must be a non-empty string of at most {MAX_FIELD_CHARS} characters",
+                         field=name)
+
+
+# --------------------------------------------------------------------------
+# operations
+
+
+def op_login(conn: Connection, email: str, password: str) -> OpGen:
+    _check_text("email", email)
+    _check_text("password", password)
+    stored: StoredUser | None = None
+    if conn.import_users:
+        stored = yield Blocking(conn.store.find, (email,))
+        if stored is not None and stored.password_hash is not None:
+            ok = yield Blocking(conn.store.verify_password, (stored, password))
+            if not ok:
+                out = _wrong_credentials(email, True)
+            else:
+                out = Outcome(True, stored.public_profile())
+            out.from_platform_store = True
+            return out
+    # Legacy database: mode legacy, or a user not migrated yet (or imported
+    # without a password by verify/change_email, whose password is still there).
+    res = yield Invoke("login", [stored.email if stored else email, password])
+    if not res["ok"]:
+        return Outcome(False, error=res["error"], from_platform_store=False if conn.import_users else None)
+    if res["result"] is None:  # a migration that was ended: login is a no-op
+        out = _wrong_credentials(email, False)
+        out.from_platform_store = False if conn.import_users else None
+        return out
+    try:
+        profile = yield from _profile(conn, email, res["result"], "login")
+        if stored is not None:
+            check_same_user(email, profile["user_id"], "login", (stored.user_id, "the platform store"))
+    except ContractViolation as exc:
+        return Outcome(False, error=exc.to_dict(), from_platform_store=False if conn.import_users else None)
+    if not conn.import_users:
+        return Outcome(True, profile)
+    password_hash = yield Blocking(conn.store.hash, (password,))
+    if stored is not None:
+        yield Blocking(conn.store.set_password_hash, (stored.user_id, password_hash))
+        stored.password_hash = password_hash
+        return Outcome(True, stored.public_profile(), from_platform_store=False, extra={"migrated": True})
+    new = StoredUser(user_id=profile["user_id"], email=profile.get("email") or email,
+                     password_hash=password_hash, email_verified=bool(profile.get("email_verified", False)),
+                     profile=profile, source="migrated")
+    kept = yield Blocking(conn.store.insert, (new,))
+    return Outcome(True, kept.public_profile(), from_platform_store=False, extra={"migrated": True})
+
+
+def op_get_user(conn: Connection, email: str) -> OpGen:
+    _check_text("email", email)
+    if conn.import_users:
+        stored = yield Blocking(conn.store.find, (email,))
+        if stored is not None:
+            return Outcome(True, stored.public_profile(), from_platform_store=True)
+    failure, profile = yield from _call_get_user(conn, email)
+    if failure is not None:
+        failure.from_platform_store = False if conn.import_users else None
+        return failure
+    return Outcome(True, profile, from_platform_store=False if conn.import_users else None)
+
+
+def op_signup(conn: Connection, user: Any) -> OpGen:
+    if not isinstance(user, dict):
+        raise BadRequest("signup takes one JSON object (the new user)", field="user")
+    _check_text("email", user.get("email"))
+    _check_text("password", user.get("password"))
+    email, password = user["email"], user["password"]
+    if conn.import_users:
+        stored = yield Blocking(conn.store.find, (email,))
+        if stored is not None:
+            out = _user_exists(email, "platform store")
+            out.from_platform_store = True
+            return out
+    if conn.import_users or conn.has("get_user"):
+        failure, profile = yield from _call_get_user(conn, email)
+        if failure is not None:
+            return failure
+        if profile is not None:
+            return _user_exists(email, "legacy database")
+    if conn.import_users:
+        password_hash = yield Blocking(conn.store.hash, (password,))
+        extra = {k: v for k, v in user.items() if k not in ("password", "email", "tenant", "connection",
+                                                            "client_id", "user_id", "id")}
+        new = StoredUser(user_id=uuid.uuid4().hex, email=email, password_hash=password_hash,
+                         email_verified=False, profile=extra, source="signup")
+        kept = yield Blocking(conn.store.insert, (new,))
+        if kept.user_id != new.user_id:  # someone signed up with this email a moment ago
+            return _user_exists(email, "platform store")
+        return Outcome(True, kept.public_profile(), from_platform_store=True)
+    if not conn.has("create"):
+        return _missing_script(conn, "create", "signup")
+    full = {"tenant": conn.tenant, "connection": conn.name, "client_id": None, **user}
+    res = yield Invoke("create", [full])
+    if not res["ok"]:
+        return Outcome(False, error=res["error"])
+    res = yield Invoke("login", [email, password])
+    if not res["ok"]:
+        return Outcome(False, error=res["error"])
+    try:
+        profile = yield from _profile(conn, email, res["result"], "login")
+    except ContractViolation as exc:
+        return Outcome(False, error=exc.to_dict())
+    return Outcome(True, profile)
+
+
+def op_verify_email(conn: Connection, email: str) -> OpGen:
+    _check_text("email", email)
+    if not conn.import_users:
+        if not conn.has("verify"):
+            return _missing_script(conn, "verify", "verify_email")
+        res = yield Invoke("verify", [email])
+        return Outcome(res["ok"], res["result"], res["error"])
+    stored = yield from _stored_or_imported(conn, email)
+    if isinstance(stored, Outcome):
+        return stored
+    changed = yield Blocking(conn.store.set_verified, (stored.user_id,))
+    return Outcome(True, bool(changed), from_platform_store=True)
+
+
+def op_change_password(conn: Connection, email: str, new_password: str) -> OpGen:
+    _check_text("email", email)
+    _check_text("new_password", new_password)
+    if not conn.import_users:
+        if not conn.has("change_password"):
+            return _missing_script(conn, "change_password", "change_password")
+        if conn.has("get_user"):
+            failure, profile = yield from _call_get_user(conn, email)
+            if failure is not None:
+                return failure
+            if profile is None:
+                return Outcome(True, False)  # no such user: nothing changed
+        res = yield Invoke("change_password", [email, new_password])
+        return Outcome(res["ok"], res["result"], res["error"])
+    password_hash = yield Blocking(conn.store.hash, (new_password,))
+    stored = yield from _stored_or_imported(conn, email, password_hash=password_hash)
+    if isinstance(stored, Outcome):
+        return stored
+    if stored.password_hash != password_hash:
+        yield Blocking(conn.store.set_password_hash, (stored.user_id, password_hash))
+    return Outcome(True, True, from_platform_store=True)
+
+
+def op_delete_user(conn: Connection, user_id: Any) -> OpGen:
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or str(user_id) == "":
+        raise BadRequest("user_id must be a string or a number", field="user_id")
+    user_id = str(user_id)
+    if conn.import_users:
+        # The legacy row is left alone: a user still there is migrated again
+        # on the next login (documented behaviour, action-scripts.md).
+        removed = yield Blocking(conn.store.delete, (user_id,))
+        return Outcome(True, bool(removed), from_platform_store=True)
+    if not conn.has("delete"):
+        return _missing_script(conn, "delete", "delete_user")
+    res = yield Invoke("delete", [user_id])
+    if res["ok"]:
+        yield Blocking(_forget_id, (conn.store, user_id))
+    return Outcome(res["ok"], res["result"], res["error"])
+
+
+def _forget_id(store: UserStore, user_id: str) -> None:
+    store.forget_seen(user_id=user_id)
+
+
+def op_change_email(conn: Connection, email: str, new_email: str, verified: Any) -> OpGen:
+    _check_text("email", email)
+    _check_text("new_email", new_email)
+    if not isinstance(verified, bool):
+        raise BadRequest("verified must be true or false", field="verified")
+    if conn.import_users:
+        taken = yield Blocking(conn.store.find, (new_email,))
+        if taken is not None:
+            return _user_exists(new_email, "platform store")
+    if conn.import_users or conn.has("get_user"):
+        failure, profile = yield from _call_get_user(conn, new_email)
+        if failure is not None:
+            return failure
+        if profile is not None:
+            return _user_exists(new_email, "legacy database")
+    if not conn.import_users:
+        if not conn.has("change_email"):
+            return _missing_script(conn, "change_email", "change_email")
+        res = yield Invoke("change_email", [email, new_email, verified])
+        if res["ok"] and res["result"]:
+            yield Blocking(_forget_email, (conn.store, email))
+        return Outcome(res["ok"], res["result"], res["error"])
+    stored = yield from _stored_or_imported(conn, email)
+    if isinstance(stored, Outcome):
+        return stored
+    changed = yield Blocking(conn.store.set_email, (stored.user_id, new_email, verified))
+    if changed:
+        yield Blocking(_forget_email, (conn.store, email))
+    return Outcome(True, bool(changed), from_platform_store=True)
+
+
+def _forget_email(store: UserStore, email: str) -> None:
+    store.forget_seen(email=email)
+
+
+def _stored_or_imported(conn: Connection, email: str, *,
+                        password_hash: str | None = None) -> Generator[Step, Any, StoredUser | Outcome]:
+    """The platform store's user, importing it from ``get_user`` when not migrated yet.
+
+    Imported without a password (``password_hash`` None) its password stays in
+    the legacy database and the next login goes through the ``login`` script
+    once; with one (password reset) the user is fully migrated.
+    """
+    stored = yield Blocking(conn.store.find, (email,))
+    if stored is not None:
+        return stored
+    failure, profile = yield from _call_get_user(conn, email)
+    if failure is not None:
+        failure.from_platform_store = False
+        return failure
+    if profile is None:
+        return Outcome(True, False, from_platform_store=False)  # unknown user: nothing changed
+    new = StoredUser(user_id=profile["user_id"], email=profile.get("email") or email,
+                     password_hash=password_hash, email_verified=bool(profile.get("email_verified", False)),
+                     profile=profile, source="imported")
+    kept = yield Blocking(conn.store.insert, (new,))
+    return kept
+
+
+OPERATION_FUNCS: dict[str, Callable[..., OpGen]] = {
+    "login": op_login,
+    "signup": op_signup,
+    "get_user": op_get_user,
+    "verify_email": op_verify_email,
+    "change_password": op_change_password,
+    "delete_user": op_delete_user,
+    "change_email": op_change_email,
+}
+
+
+# --------------------------------------------------------------------------
+# drivers
+
+
+class _Run:
+    """Bookkeeping of one operation: scripts called, logs, wall clock."""
+
+    def __init__(self, conn: Connection, operation: str, args: list[Any]) -> None:
+        if operation not in OPERATION_FUNCS:
+            raise BadRequest(f"unknown operation {operation!r} (known: {', '.join(OPERATIONS)})",
+                             operation=operation)
+        wanted = ARGUMENTS[operation]
+        if not isinstance(args, (list, tuple)) or len(args) != len(wanted):
+            raise BadRequest(f"{operation} takes {len(wanted)} argument(s): {' '.join(a.upper() for a in wanted)}",
+                             operation=operation)
+        self.conn = conn
+        self.operation = operation
+        self.started = time.perf_counter()
+        self.scripts: list[str] = []
+        self.logs: list[str] = []
+        self.worker: dict[str, Any] = {}
+        self.gen = OPERATION_FUNCS[operation](conn, *args)
+
+    def invoke_kwargs(self, step: Invoke) -> dict[str, Any]:
+        if not self.conn.has(step.script):
+            raise _MissingScript(step.script)
+        self.scripts.append(step.script)
+        return dict(path=str(self.conn.script_path(step.script)), function=step.script, args=step.args,
+                    configuration=dict(self.conn.configuration), timeout=self.conn.timeout)
+
+    def record(self, res: Any) -> dict[str, Any]:
+        data = res.to_dict() if hasattr(res, "to_dict") else dict(res)
+        self.logs.extend(data.get("logs") or [])
+        self.worker = data.get("worker") or self.worker
+        return data
+
+    def finish(self, outcome: Outcome) -> dict[str, Any]:
+        out = {
+            "ok": outcome.ok,
+            "result": outcome.result if outcome.ok else None,
+            "error": outcome.error,
+            "logs": self.logs,
+            "duration_ms": (time.perf_counter() - self.started) * 1000,
+            "worker": self.worker,
+            "operation": self.operation,
+            "scripts_called": self.scripts,
+        }
+        if self.conn.import_users:
+            out["from_platform_store"] = bool(outcome.from_platform_store)
+        out.update(outcome.extra)
+        return out
+
+
+class _MissingScript(Exception):
+    def __init__(self, script: str) -> None:
+        self.script = script
+
+
+def _failed(run: _Run, exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, _MissingScript):
+        outcome = _missing_script(run.conn, exc.script, run.operation)
+    elif isinstance(exc, InvocationError):
+        outcome = Outcome(False, error=exc.to_dict())
+    elif isinstance(exc, UserStoreError):
+        outcome = _error(EngineUnavailable, str(exc), name="UserStoreUnavailable")
+    else:
+        raise exc
+    if run.conn.import_users:
+        outcome.from_platform_store = False
+    return run.finish(outcome)
+
+
+def run_operation_on(engine: Any, conn: Connection, operation: str, args: list[Any]) -> dict[str, Any]:
+    """Run ``operation`` on a started blocking ``engine.Engine`` (tenant configured)."""
+    run = _Run(conn, operation, args)
+    value: Any = None
+    try:
+        while True:
+            step = run.gen.send(value)
+            if isinstance(step, Invoke):
+                value = run.record(engine.invoke(conn.tenant, **run.invoke_kwargs(step)))
+            else:
+                value = step.fn(*step.args)
+    except StopIteration as stop:
+        return run.finish(stop.value)
+    except Exception as exc:
+        return _failed(run, exc)
+
+
+async def run_operation_on_async(engine: Any, conn: Connection, operation: str,
+                                 args: list[Any]) -> dict[str, Any]:
+    """Same on a started ``engine.AsyncEngine``; blocking store work runs in the executor."""
+    run = _Run(conn, operation, args)
+    loop = asyncio.get_running_loop()
+    value: Any = None
+    try:
+        while True:
+            step = run.gen.send(value)
+            if isinstance(step, Invoke):
+                value = run.record(await engine.invoke(conn.tenant, **run.invoke_kwargs(step)))
+            else:
+                value = await loop.run_in_executor(None, step.fn, *step.args)
+    except StopIteration as stop:
+        return run.finish(stop.value)
+    except Exception as exc:
+        return _failed(run, exc)
+
+
+# --------------------------------------------------------------------------
+# tenant folders
+
+
+def connection_for(tenant_dir: str | os.PathLike[str], *, tenant_name: str | None = None,
+                   store: UserStore | None = None, dsn: str | None = None) -> tuple[Connection, Any]:
+    """(Connection, engine.server.tenants.Tenant) for a tenant folder (tenant.toml validated)."""
+    from engine.server.tenants import load_tenant
+    from engine.userstore import open_store
+
+    tenant = load_tenant(Path(tenant_dir))
+    name = tenant_name or tenant.name
+    if store is None:
+        store = open_store(name, str(tenant.data_dir), dsn=dsn)
+    conn = Connection(tenant=name, scripts_dir=tenant.scripts_dir, configuration=dict(tenant.configuration),
+                      import_users=tenant.import_users, store=store, name=f"{name}-custom-database")
+    return conn, tenant
+
+
+async def run_operation_async(engine: Any, tenant_dir: str | os.PathLike[str], operation: str,
+                              args: list[Any], *, tenant_name: str | None = None) -> dict[str, Any]:
+    """For the operator server: ``engine`` is its AsyncEngine, the tenant already configured."""
+    try:
+        conn, _ = connection_for(tenant_dir, tenant_name=tenant_name)
+    except UserStoreError as exc:
+        return _store_unavailable(exc)
+    return await run_operation_on_async(engine, conn, operation, args)
+
+
+def _store_unavailable(exc: Exception) -> dict[str, Any]:
+    err = EngineUnavailable(str(exc), name="UserStoreUnavailable").to_dict()
+    return {"ok": False, "result": None, "error": err, "logs": [], "duration_ms": 0.0, "worker": {},
+            "scripts_called": []}
+
+
+def run_operation(tenant_dir: str | os.PathLike[str], operation: str, args: list[Any], *,
+                  engine_config: Any = None, store: UserStore | None = None) -> dict[str, Any]:
+    """One operation on a fresh blocking engine (what ``scriptvisor connection`` runs).
+
+    Raises ``engine.server.tenants.TenantConfigError`` for a broken tenant
+    folder and ``BadRequest`` for an unknown operation or wrong arguments
+    (both are usage errors: exit status 2).
+    """
+    from engine import Engine, EngineConfig
+
+    if operation not in OPERATION_FUNCS:
+        raise BadRequest(f"unknown operation {operation!r} (known: {', '.join(OPERATIONS)})")
+    conn, tenant = connection_for(tenant_dir, store=store)
+    _Run(conn, operation, args)  # validate the arity before starting an engine
+    cfg = engine_config or EngineConfig(limits=tenant.limits, spares_per_tenant=0)
+    with Engine(cfg) as eng:
+        eng.configure_tenant(conn.tenant, limits=tenant.limits, data_dir=str(tenant.data_dir))
+        return run_operation_on(eng, conn, operation, args)

@@ -1,0 +1,96 @@
+"""``scriptvisor init``: create a working tenant folder from a template.
+
+    TENANT_DIR/tenant.toml       configuration, import_users, limits, allowed ports
+    TENANT_DIR/scripts/*.py      the seven action scripts of templates/<template>/
+    TENANT_DIR/schema.sql        the users table those scripts expect
+    TENANT_DIR/README.md         what the template does and how to try it
+    TENANT_DIR/data/             the tenant's data directory
+    TENANT_DIR/data/legacy.db    (sqlite only) a seeded example legacy database
+
+The layout is the one ``engine.server.tenants`` serves.  The example legacy
+database holds ``alice@example.com`` / ``wonderland`` (and ``bob@example.com``
+/ ``builder``) so that ``scriptvisor connection login`` works right away.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+from sandbox.facades.crypto import DEFAULT_ROUNDS, hash_password
+
+__all__ = ["SCRIPTS", "TEMPLATES", "TEMPLATES_DIR", "InitError", "init_tenant", "seed_sqlite"]
+
+#: Where the shipped templates live (a source checkout / editable install).
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = ("sqlite", "postgres", "mysql")
+#: The seven action scripts every template ships.
+SCRIPTS = ("login", "get_user", "create", "verify", "change_password", "delete", "change_email")
+#: Example users of the seeded sqlite legacy database: (email, password, nickname, verified).
+EXAMPLE_USERS = (
+    ("alice@example.com", "wonderland", "alice", True),
+    ("bob@example.com", "builder", "bob", False),
+)
+_TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class InitError(Exception):
+    """The tenant folder cannot be created (message says why and what to do)."""
+
+
+def seed_sqlite(path: str | os.PathLike[str], users=EXAMPLE_USERS, *, rounds: int = DEFAULT_ROUNDS,
+                schema: str | None = None) -> None:
+    """Create the users table in ``path`` and insert ``users`` with bcrypt-hashed passwords."""
+    schema = schema or (TEMPLATES_DIR / "sqlite" / "schema.sql").read_text(encoding="utf-8")
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(schema)
+        for email, password, nickname, verified in users:
+            db.execute("INSERT INTO users (email, password, nickname, email_verified) VALUES (?, ?, ?, ?)",
+                       (email, hash_password(password, rounds), nickname, int(verified)))
+        db.commit()
+    finally:
+        db.close()
+
+
+def _set_import_users(toml_text: str, import_users: bool) -> str:
+    value = "true" if import_users else "false"
+    new, n = re.subn(r"(?m)^import_users\s*=\s*(true|false)", f"import_users = {value}", toml_text)
+    if n != 1:
+        raise InitError("template tenant.toml has no single import_users line")
+    return new
+
+
+def init_tenant(tenant_dir: str | os.PathLike[str], template: str, import_users: bool = False, *,
+                seed_rounds: int = DEFAULT_ROUNDS) -> Path:
+    """Create ``tenant_dir`` from ``templates/<template>``; return its path.
+
+    Refuses a non-empty existing folder (nothing is overwritten) and a folder
+    name the server could not serve.
+    """
+    if template not in TEMPLATES:
+        raise InitError(f"unknown template {template!r} (choose one of: {', '.join(TEMPLATES)})")
+    source = TEMPLATES_DIR / template
+    if not source.is_dir():
+        raise InitError(f"template folder {source} is missing (is this a source checkout?)")
+    root = Path(tenant_dir)
+    if not _TENANT_NAME.match(root.resolve().name):
+        raise InitError(f"tenant folder name {root.resolve().name!r} is not a valid tenant name: "
+                        "use lowercase letters, digits, '-' and '_' (it becomes the tenant name)")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise InitError(f"{root} exists and is not an empty folder; choose a new one")
+    (root / "scripts").mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
+    for script in SCRIPTS:
+        shutil.copyfile(source / f"{script}.py", root / "scripts" / f"{script}.py")
+    shutil.copyfile(source / "schema.sql", root / "schema.sql")
+    shutil.copyfile(source / "README.md", root / "README.md")
+    toml_text = (source / "tenant.toml").read_text(encoding="utf-8")
+    (root / "tenant.toml").write_text(_set_import_users(toml_text, import_users), encoding="utf-8")
+    if template == "sqlite":
+        seed_sqlite(root / "data" / "legacy.db", rounds=seed_rounds,
+                    schema=(source / "schema.sql").read_text(encoding="utf-8"))
+    return root

@@ -1,0 +1,35 @@
+"""change_password(email, new_password, callback): store a new bcrypt hash.
+
+callback(None, True) when the password changed, callback(None, False) when no
+user has that email. The plain password is never stored or logged.
+"""
+import bcrypt
+import mysql
+
+
+def connect_db():
+    """The legacy database, connected once per worker and kept in global_."""
+    db = global_.get("mysql_db")
+    if db is None or db.closed:
+        db = mysql.connect(
+            host=configuration.get("DB_HOST", "127.0.0.1"),
+            port=int(configuration.get("DB_PORT", 3306)),
+            user=configuration.get("DB_USER"),
+            password=configuration.get("DB_PASSWORD"),
+            database=configuration.get("DB_NAME"),
+        )
+        global_["mysql_db"] = db
+    return db
+
+
+def change_password(email, new_password, callback):
+    hashed = bcrypt.hash(new_password, int(configuration.get("BCRYPT_ROUNDS", 10)))
+    try:
+        changed = connect_db().execute(
+            "UPDATE users SET password = %s WHERE email = %s",
+            [hashed, email],
+        )
+    except mysql.DatabaseError as error:
+        callback(error)
+        return
+    callback(None, changed > 0)

@@ -1,0 +1,42 @@
+"""get_user(email, callback): look a user up without a password.
+
+Found: callback(None, profile) with the same user_id as login returns.
+Not found: callback(None). Database failure: callback(error).
+"""
+import postgres
+
+
+def connect_db():
+    """The legacy database, connected once per worker and kept in global_."""
+    db = global_.get("postgres_db")
+    if db is None or db.closed:
+        db = postgres.connect(
+            host=configuration.get("DB_HOST", "127.0.0.1"),
+            port=int(configuration.get("DB_PORT", 5432)),
+            user=configuration.get("DB_USER"),
+            password=configuration.get("DB_PASSWORD"),
+            dbname=configuration.get("DB_NAME"),
+        )
+        global_["postgres_db"] = db
+    return db
+
+
+def get_user(email, callback):
+    try:
+        rows = connect_db().query(
+            "SELECT id, nickname, email, email_verified FROM users WHERE email = %s",
+            [email],
+        )
+    except postgres.DatabaseError as error:
+        callback(error)
+        return
+    if not rows:
+        callback(None)
+        return
+    user = rows[0]
+    callback(None, {
+        "user_id": str(user["id"]),
+        "email": user["email"],
+        "nickname": user["nickname"],
+        "email_verified": bool(user["email_verified"]),
+    })
