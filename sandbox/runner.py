@@ -98,7 +98,7 @@ class Callback:
     """The one-shot ``callback`` a script receives; a fresh one per invocation.
 
     It records the first call's outcome and counts the calls.  Once the
-    invocation is over (``close()``), further calls -- from a reference kept in
+    invocation is over (``_close()``), further calls -- from a reference kept in
     ``global_`` -- raise ``RuntimeError`` in the calling script instead of
     touching the finished result.
     """
@@ -135,7 +135,7 @@ class Callback:
                 size=size, limit=self._result_bytes)
         return {"ok": True, "result": json.loads(text), "error": None}
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._open = False
 
 
@@ -237,7 +237,7 @@ class Runner:
                 "code": "script_error", "name": type(exc).__name__,
                 "message": errors._text(exc), "source": "runner"}}
         finally:
-            callback.close()
+            callback._close()
             context.set_current(None)
         outcome["logs"] = capture.lines()
         return outcome
