@@ -173,7 +173,9 @@ math = SimpleNamespace(
 
 
 def _match_timeout() -> float:
-    return max(_policy.REGEX_MIN_TIMEOUT, _remaining(_policy.REGEX_DEFAULT_TIMEOUT))
+    left = _remaining(_policy.REGEX_DEFAULT_TIMEOUT)
+    margin = max(_policy.REGEX_DEADLINE_MARGIN, left * _policy.REGEX_DEADLINE_FRACTION)
+    return max(_policy.REGEX_MIN_TIMEOUT, left - margin)
 
 
 def _subject(value: Any) -> Any:
