@@ -46,7 +46,7 @@ __all__ = ["EXAMPLE_TENANTS", "EXAMPLE_TOKEN", "serve"]
 EXAMPLE_TENANTS = Path(__file__).resolve().parents[2] / "examples" / "tenants"
 #: Token whose hash ships in the example tenant.toml, so the README's curl
 #: session works as printed.  Never reuse it: run `scriptvisor token create`.
-EXAMPLE_TOKEN = "svt_example-only-do-not-use-in-production"
+EXAMPLE_TOKEN = "example-token-change-me"
 
 
 class _Server(uvicorn.Server):
@@ -193,19 +193,24 @@ def serve(
 
 
 def ensure_example() -> Path:
-    """The bundled example tenants folder (fills in the example's scripts if missing)."""
-    tenant = EXAMPLE_TENANTS / "example"
-    scripts = tenant / "scripts"
-    if not (scripts.is_dir() and any(scripts.glob("*.py"))):
-        template = Path(__file__).resolve().parents[2] / "templates" / "sqlite"
-        if not template.is_dir():
-            raise TenantConfigError(scripts, None, "example scripts missing and templates/sqlite not found")
-        scripts.mkdir(parents=True, exist_ok=True)
-        for src in template.glob("*.py"):
-            (scripts / src.name).write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    """The bundled example tenants folder, its legacy database seeded on first use.
+
+    The seeded database is not in the repository (it changes as the example
+    is used); it is created here from the sqlite template's schema.
+    """
+    data = EXAMPLE_TENANTS / "example" / "data"
+    db = data / "legacy.db"
+    if not db.exists():
+        from engine.tenantdir import seed_sqlite
+
+        data.mkdir(parents=True, exist_ok=True)
+        tmp = data / "legacy.db.seeding"
+        tmp.unlink(missing_ok=True)
+        seed_sqlite(tmp, schema=(EXAMPLE_TENANTS / "example" / "schema.sql").read_text(encoding="utf-8"))
+        os.replace(tmp, db)  # a half-seeded file never looks like a database
     return EXAMPLE_TENANTS
 
 
 if __name__ == "__main__":  # python -m engine.server.run [TENANTS] [PORT]
     argv = sys.argv[1:]
-    sys.exit(serve(argv[0] if argv else None, port=int(argv[1]) if len(argv) > 1 else 8080))
+    sys.exit(serve(argv[0] if argv and argv[0] else None, port=int(argv[1]) if len(argv) > 1 else 8080))

@@ -1,0 +1,29 @@
+"""change_password(email, new_password, callback): store a new bcrypt hash.
+
+callback(None, True) when the password changed, callback(None, False) when no
+user has that email. The plain password is never stored or logged.
+"""
+import bcrypt
+import sqlite
+
+
+def connect_db():
+    """The legacy database, opened once per worker and kept in global_."""
+    db = global_.get("sqlite_db")
+    if db is None or db.closed:
+        db = sqlite.connect(configuration.get("DB_FILE", "legacy.db"))
+        global_["sqlite_db"] = db
+    return db
+
+
+def change_password(email, new_password, callback):
+    hashed = bcrypt.hash(new_password, int(configuration.get("BCRYPT_ROUNDS", 10)))
+    try:
+        changed = connect_db().execute(
+            "UPDATE users SET password = ? WHERE email = ?",
+            [hashed, email],
+        )
+    except sqlite.DatabaseError as error:
+        callback(error)
+        return
+    callback(None, changed > 0)

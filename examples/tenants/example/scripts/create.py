@@ -1,0 +1,35 @@
+"""create(user, callback): sign a new user up in the legacy users table.
+
+``user`` holds email, password (plain text: hashed here, never stored or
+logged), and optionally nickname and username. Success: callback(None).
+Email (or username) taken: callback(ValidationError("user_exists", ...)).
+"""
+import bcrypt
+import sqlite
+
+
+def connect_db():
+    """The legacy database, opened once per worker and kept in global_."""
+    db = global_.get("sqlite_db")
+    if db is None or db.closed:
+        db = sqlite.connect(configuration.get("DB_FILE", "legacy.db"))
+        global_["sqlite_db"] = db
+    return db
+
+
+def create(user, callback):
+    email = user["email"]
+    hashed = bcrypt.hash(user["password"], int(configuration.get("BCRYPT_ROUNDS", 10)))
+    nickname = user.get("nickname") or email.split("@")[0]
+    try:
+        connect_db().execute(
+            "INSERT INTO users (email, password, nickname, username) VALUES (?, ?, ?, ?)",
+            [email, hashed, nickname, user.get("username")],
+        )
+    except sqlite.DuplicateKey:
+        callback(ValidationError("user_exists", "A user with this email already exists."))
+        return
+    except sqlite.DatabaseError as error:
+        callback(error)
+        return
+    callback(None)

@@ -1,0 +1,42 @@
+"""login(email, password, callback): check a password against the legacy users table.
+
+Success: callback(None, profile). Unknown email or wrong password:
+callback(WrongUsernameOrPasswordError(...)); with the email when the user exists
+(wrong password), without it when nobody has that email. Database failure:
+callback(error).
+"""
+import bcrypt
+import sqlite
+
+
+def connect_db():
+    """The legacy database, opened once per worker and kept in global_."""
+    db = global_.get("sqlite_db")
+    if db is None or db.closed:
+        db = sqlite.connect(configuration.get("DB_FILE", "legacy.db"))
+        global_["sqlite_db"] = db
+    return db
+
+
+def login(email, password, callback):
+    try:
+        rows = connect_db().query(
+            "SELECT id, nickname, email, email_verified, password FROM users WHERE email = ?",
+            [email],
+        )
+    except sqlite.DatabaseError as error:
+        callback(error)
+        return
+    if not rows:
+        callback(WrongUsernameOrPasswordError(None, "Wrong email or password."))
+        return
+    user = rows[0]
+    if not bcrypt.check(password, user["password"]):
+        callback(WrongUsernameOrPasswordError(email, "Wrong email or password."))
+        return
+    callback(None, {
+        "user_id": str(user["id"]),
+        "email": user["email"],
+        "nickname": user["nickname"],
+        "email_verified": bool(user["email_verified"]),
+    })
