@@ -187,5 +187,48 @@ def doctor(as_json: bool, strict: bool) -> None:
         sys.exit(EXIT_FAILED)
 
 
+
+@main.command()
+@click.option("--tenants", "tenants_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Tenants folder (TENANTS/<tenant>/tenant.toml). Default: the bundled example.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0: any free port; the chosen one is printed).")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Operator JSON log (default: stderr).")
+def serve(tenants_dir: Path | None, host: str, port: int, log_file: str | None) -> None:
+    """Run the operator HTTP API until SIGTERM/SIGINT (then drain and exit 0)."""
+    from .server.run import serve as run_server
+    from .server.tenants import TenantConfigError
+
+    try:
+        code = run_server(tenants_dir, host, port, log_file=log_file)
+    except TenantConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sys.exit(code)
+
+
+@main.group()
+def token() -> None:
+    """Manage tenants' API bearer tokens (only hashes are stored)."""
+
+
+@token.command("create")
+@click.argument("tenant")
+@click.option("--tenants", "tenants_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Tenants folder holding TENANT/tenant.toml.")
+@click.option("--name", help="A label stored beside the hash.")
+def token_create(tenant: str, tenants_dir: Path, name: str | None) -> None:
+    """Print a new token for TENANT once; its hash is added to tenant.toml."""
+    from .server.auth import create_token
+    from .server.tenants import TenantConfigError
+
+    try:
+        click.echo(create_token(tenants_dir, tenant, name=name))
+    except TenantConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
