@@ -179,7 +179,9 @@ def available(config: Any = None) -> dict[str, tuple[bool, str]]:
 
 
 def _interpreter_dirs() -> list[str]:
-    return sorted({sys.base_prefix, sys.prefix, *[p for p in sys.path if p]})
+    # sys.path may name entries that do not exist (python311.zip): nothing to load there.
+    return sorted(p for p in {sys.base_prefix, sys.prefix, *[p for p in sys.path if p]}
+                  if os.path.exists(p))
 
 
 def _untraversable_ancestor(path: str) -> str | None:
@@ -189,9 +191,10 @@ def _untraversable_ancestor(path: str) -> str | None:
     for i in range(2, len(parts) + 1):
         cur = os.sep.join(parts[:i]) or os.sep
         try:
-            if not os.stat(cur).st_mode & 0o001:
-                return cur
+            mode = os.stat(cur).st_mode
         except OSError:
+            return cur
+        if not mode & 0o001 and (cur != path or os.path.isdir(cur)):
             return cur
     return None
 

@@ -26,6 +26,28 @@ if ! ldconfig -p 2>/dev/null | grep -q libseccomp.so.2; then
         apt-get update -qq && apt-get install -y -qq libseccomp2 >/dev/null
     fi
 fi
+# Workers run under per-tenant uids (when the supervisor is root): they must be
+# able to traverse the directories that hold the interpreter and the packages
+# (search permission only, no listing). pyenv installs under /root (0700).
+if [ "$(id -u)" = 0 ]; then
+    for dir in $(.venv/bin/python - <<'PY'
+import os, sys
+seen = set()
+for base in (sys.base_prefix, sys.prefix, os.getcwd()):
+    d = os.path.realpath(base)
+    while d != "/":
+        if d not in seen:
+            seen.add(d)
+            print(d)
+        d = os.path.dirname(d)
+PY
+    ); do
+        if [ -d "$dir" ] && [ $(( $(stat -c '%a' "$dir" | sed 's/^.*\(.\)$/\1/') & 1 )) -eq 0 ]; then
+            echo "scriptvisor: granting search (o+x) on $dir so tenant uids can load the interpreter" >&2
+            chmod o+x "$dir"
+        fi
+    done
+fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ -n "$EXTRAS" ]; then
     .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
