@@ -63,6 +63,11 @@ import pymysql.err
 
 from sandbox import context
 
+# Workers cannot import after confinement, and the socket module encodes host
+# names with the "idna" codec, imported lazily on first use: load it now (the
+# zygote imports this module before it forks).
+"localhost".encode("idna")
+
 __all__ = [
     "ConnectError",
     "DatabaseError",

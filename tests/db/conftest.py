@@ -75,3 +75,49 @@ def my_database():
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory):
+    """One real engine (zygote, confined workers) for all connection tests."""
+    from engine import Engine, EngineConfig, TenantLimits
+
+    limits = TenantLimits(timeout=10.0, allowed_ports=(5432, 3306))
+    eng = Engine(EngineConfig(limits=limits, spares_per_tenant=0,
+                              state_dir=str(tmp_path_factory.mktemp("state")))).start()
+    yield eng
+    eng.close()
+
+
+_tenant_numbers = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def make_tenant(engine, tmp_path, request):
+    """``make_tenant(backend, import_users, scripts=None) -> Connection`` on a fresh legacy database."""
+    from engine.config import TenantLimits
+
+    from .legacy import make_connection
+
+    made = []
+
+    def make(backend: str, import_users: bool, scripts: dict | None = None):
+        params = None
+        if backend == "postgres":
+            params = request.getfixturevalue("pg_database")
+        elif backend == "mysql":
+            params = request.getfixturevalue("my_database")
+        name = f"db{next(_tenant_numbers)}"
+        root = tmp_path / name
+        conn = make_connection(name, root, backend, params, import_users, scripts)
+        engine.configure_tenant(name, limits=TenantLimits(timeout=10.0, allowed_ports=(5432, 3306)),
+                                data_dir=str(root / "data"))
+        conn.legacy_params = params  # for direct checks on the legacy database
+        conn.data_dir = root / "data"
+        conn.backend = backend
+        made.append(conn)
+        return conn
+
+    yield make
+    for conn in made:
+        conn.store.close()
