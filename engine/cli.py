@@ -230,5 +230,45 @@ def token_create(tenant: str, tenants_dir: Path, name: str | None) -> None:
         raise click.UsageError(str(exc)) from None
 
 
+@main.command("init")
+@click.argument("tenant_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--template", required=True, type=click.Choice(["sqlite", "postgres", "mysql"]),
+              help="Database the seven action scripts are written for.")
+@click.option("--import-users", is_flag=True, help="Automatic migration mode (import_users = true).")
+def init(tenant_dir: Path, template: str, import_users: bool) -> None:
+    """Create TENANT_DIR: scripts, tenant.toml, schema (and a seeded data/legacy.db for sqlite)."""
+    from .tenantdir import InitError, init_tenant
+
+    try:
+        root = init_tenant(tenant_dir, template, import_users)
+    except InitError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"created tenant folder {root} ({template}, import_users = {str(import_users).lower()})")
+    click.echo(f"try: scriptvisor connection login --tenant-dir {root} alice@example.com wonderland")
+
+
+@main.command("connection", context_settings={"ignore_unknown_options": True})
+@click.argument("operation")
+@click.argument("args", nargs=-1)
+@click.option("--tenant-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Tenant folder (tenant.toml, scripts/, data/).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def connection(operation: str, args: tuple[str, ...], tenant_dir: Path, as_json: bool) -> None:
+    """Run one custom database OPERATION (login, signup, get_user, ...) with ARGS."""
+    from .connections import format_summary, parse_cli_args, run_operation
+    from .server.tenants import TenantConfigError
+
+    try:
+        result = run_operation(tenant_dir, operation, parse_cli_args(operation, args))
+    except BadRequest as exc:
+        raise click.UsageError(exc.message) from None
+    except TenantConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except InvocationError as exc:
+        result = {**Result.failure(exc).to_dict(), "scripts_called": []}
+    click.echo(_dump(result) if as_json else format_summary(result))
+    sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
