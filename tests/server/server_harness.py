@@ -151,8 +151,10 @@ class SSEReader:
                 return item
 
     def ended(self) -> bool:
-        """Wait for the end of the stream; False if an event came first."""
-        return self.events.get(timeout=60) is None
+        """Wait for the end of the stream (skipping events still queued before it)."""
+        while self.events.get(timeout=60) is not None:
+            pass
+        return True
 
     def close(self) -> None:
         try:
