@@ -120,7 +120,7 @@ class Channel:
     def read(self) -> list[dict[str, Any]] | None:
         """Messages now available; None at EOF. Raises ``protocol.FrameError``."""
         try:
-            data = self.sock.recv(262144)
+            data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return []
         except OSError:

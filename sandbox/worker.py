@@ -56,7 +56,7 @@ class _Channel:
 
     def receive(self) -> dict[str, Any] | None:
         while not self.inbox:
-            data = self.sock.recv(262144)
+            data = self.sock.recv(65536)
             if not data:
                 return None
             self.inbox.extend(self.decoder.feed(data))
