@@ -1,0 +1,104 @@
+"""The platform user store: embedded SQLite and shared PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine.userstore import StoredUser, UserStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_store(request, tmp_path):
+    """``make_store(tenant)``: a new handle on the same backing database (a second node)."""
+    made = []
+    if request.param == "postgres":
+        params = request.getfixturevalue("pg_database")
+        dsn = " ".join(f"{k}={v}" for k, v in params.items())
+
+        def make(tenant="acme"):
+            store = UserStore(tenant, dsn=dsn, rounds=4)
+            made.append(store)
+            return store
+
+        first = make("cleanup")
+        first._exec("DROP TABLE IF EXISTS sv_users")
+        first._exec("DROP TABLE IF EXISTS sv_seen_ids")
+        first.close()
+        made.clear()
+    else:
+        def make(tenant="acme"):
+            store = UserStore(tenant, path=str(tmp_path / "platform.db"), rounds=4)
+            made.append(store)
+            return store
+    yield make
+    for store in made:
+        store.close()
+
+
+def _user(user_id="1", email="alice@example.com", password="wonderland", store=None):
+    return StoredUser(user_id=user_id, email=email, password_hash=store.hash(password) if password else None,
+                      email_verified=False, profile={"user_id": user_id, "nickname": "alice"})
+
+
+def test_passwords_are_stored_as_bcrypt_hashes(make_store):
+    store = make_store()
+    kept = store.insert(_user(store=store))
+    row = store._exec("SELECT password_hash FROM sv_users")[0][0]
+    assert row.startswith("$2b$04$") and "wonderland" not in row
+    assert store.verify_password(kept, "wonderland") and not store.verify_password(kept, "x")
+    assert store.find("ALICE@example.com").public_profile() == {
+        "user_id": "1", "email": "alice@example.com", "email_verified": False, "nickname": "alice"}
+
+
+def test_same_user_inserted_twice_is_one_row(make_store):
+    store = make_store()
+    a = store.insert(_user(store=store))
+    b = store.insert(_user(password="other", store=store))
+    assert store.count() == 1 and a.password_hash == b.password_hash
+
+
+def test_two_nodes_migrating_the_same_user_at_once_make_one_user(make_store):
+    nodes = [make_store(), make_store()]
+    hashes = [nodes[0].hash("wonderland")] * 2
+    barrier = threading.Barrier(len(nodes))
+    results = []
+
+    def migrate(store, password_hash):
+        barrier.wait()
+        results.append(store.insert(StoredUser("1", "alice@example.com", password_hash, False, {})))
+
+    threads = [threading.Thread(target=migrate, args=(s, h)) for s, h in zip(nodes, hashes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert nodes[0].count() == 1
+    assert {r.user_id for r in results} == {"1"}
+
+
+def test_tenants_do_not_see_each_other(make_store):
+    acme, other = make_store("acme"), make_store("other")
+    acme.insert(_user(store=acme))
+    assert other.find("alice@example.com") is None and other.count() == 0
+    other.insert(_user(store=other))
+    assert acme.count() == 1 and other.count() == 1
+
+
+def test_email_change_to_a_taken_email_is_refused(make_store):
+    store = make_store()
+    store.insert(_user(store=store))
+    store.insert(_user("2", "bob@example.com", store=store))
+    assert store.set_email("1", "bob@example.com", True) is False
+    assert store.set_email("1", "alice@new.example", True) is True
+    assert store.find("alice@new.example").email_verified is True
+
+
+def test_seen_user_ids(make_store):
+    store = make_store()
+    assert store.seen_user_id("a@example.com", "u1", "get_user") is None
+    assert store.seen_user_id("A@example.com", "u1", "login") is None
+    assert store.seen_user_id("a@example.com", "u2", "login") == ("u1", "get_user")
+    store.forget_seen(user_id="u1")
+    assert store.seen_user_id("a@example.com", "u2", "login") is None
