@@ -37,6 +37,7 @@ from . import auth
 from .app import DEFAULT_MAX_BODY, ServerState, create_app
 from .logstream import LogHub
 from .metrics import ServerMetrics
+from .node import NodeHeader, node_id
 from .oplog import OperatorLog
 from .tenants import Tenant, TenantConfigError, TenantRegistry
 
@@ -111,6 +112,7 @@ async def _serve(
     oplog = OperatorLog(log_file)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
+    node = node_id(bound_port)  # X-Scriptvisor-Node on every response (deploy/, docs/scaling.md)
     hub = LogHub()
     cfg = engine_config or EngineConfig()
     try:
@@ -134,7 +136,7 @@ async def _serve(
                 connection_runner=runner, connection_operations=operations,
             )
             config = uvicorn.Config(
-                create_app(state), lifespan="off", log_level="warning", access_log=False,
+                NodeHeader(create_app(state), node), lifespan="off", log_level="warning", access_log=False,
                 timeout_graceful_shutdown=None, server_header=False,
             )
 
@@ -146,7 +148,7 @@ async def _serve(
 
             server = _Server(config, lambda: loop.call_soon_threadsafe(begin_drain))
             state.ready = True
-            oplog.write("listening", host=host, port=bound_port, tenants=sorted(registry.tenants),
+            oplog.write("listening", host=host, port=bound_port, node=node, tenants=sorted(registry.tenants),
                         invalid=sorted(registry.errors))
             print(f"scriptvisor listening on http://{host}:{bound_port}", flush=True)
             if announce:
