@@ -93,8 +93,8 @@ class _Base:
             if path is None:
                 raise ValueError("give a script path or its source")
             source = load_script(path)
-        display = str(path) if path is not None else "<script>.py"
-        fn = function or Path(display).stem
+        display = os.fspath(path) if path is not None else "<script>.py"
+        fn = function or os.path.splitext(os.path.basename(display))[0]
         return display, source, fn
 
     def _submit(self, tenant: str, path: Any, source: str | None, function: str | None,

@@ -95,8 +95,18 @@ class TenantPool:
         return sum(1 for w in self.workers if w.state is state)
 
 
+_digests: dict[str, str] = {}
+
+
 def source_digest(source: str) -> str:
-    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+    """sha256 of a script's source, memoised: warm calls resend the same text."""
+    digest = _digests.get(source)
+    if digest is None:
+        digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+        if len(_digests) >= 1024:
+            _digests.clear()
+        _digests[source] = digest
+    return digest
 
 
 class Supervisor:
@@ -599,7 +609,8 @@ class Supervisor:
             w = pool.idle.pop()
             if w.state is WorkerState.IDLE:
                 self.dispatch(w, job)
-                self.manage_workers(pool)
+                if len(pool.idle) < self.config.spares_per_tenant:
+                    self.manage_workers(pool)
                 return job
         if len(pool.queue) >= pool.limits.max_queue:
             self._finish(job, Result.failure(Overloaded(
