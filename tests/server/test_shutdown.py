@@ -15,9 +15,10 @@ from server_harness import SSEReader, make_tenant, start_server
 
 #: Loop rounds of slow.py: enough work that a call is still running when the
 #: signal arrives right after its start event (the test does not depend on how long).
-ROUNDS = 300_000
+ROUNDS = 10_000_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_drains_in_flight_calls_and_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
     tenants = tmp_path / "tenants"
