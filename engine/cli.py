@@ -62,10 +62,11 @@ def _summary(res: Result) -> str:
     return "\n".join(lines)
 
 
-def _engine_config(timeout: float | None) -> EngineConfig:
+def _engine_config(timeout: float | None, spares: int = 0) -> EngineConfig:
     limits = TenantLimits() if timeout is None else TenantLimits(timeout=timeout)
-    # One-shot CLI runs keep no spare: nothing follows the last call.
-    return EngineConfig(limits=limits, spares_per_tenant=0)
+    # A one-shot run keeps no spare (nothing follows the last call); a batch
+    # keeps one so the line after a timeout does not wait for a fork.
+    return EngineConfig(limits=limits, spares_per_tenant=spares)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,7 +127,7 @@ def run(script: Path, args: tuple[str, ...], function: str | None, tenant: str,
 
     failed = False
     try:
-        with Engine(_engine_config(timeout)) as eng:
+        with Engine(_engine_config(timeout, spares=1 if batch is not None else 0)) as eng:
             for call in calls:
                 if isinstance(call, InvocationError):
                     res = Result.failure(call)

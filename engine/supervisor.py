@@ -339,7 +339,7 @@ class Supervisor:
     def _worker_free(self, w: WorkerHandle) -> None:
         """``w`` is IDLE with no job: give it the next queued one, or park it."""
         pool = self.pools[w.tenant]
-        while pool.queue:
+        while pool.queue and pool.count(WorkerState.BUSY) < pool.limits.max_concurrency:
             job = pool.queue.popleft()
             if job.done:
                 continue
@@ -347,6 +347,16 @@ class Supervisor:
             return
         pool.idle.append(w)
         self._serve_starved()
+
+    def _drain_queue(self, pool: TenantPool) -> None:
+        """A busy slot opened (a worker was killed or retired): hand queued jobs to idle workers."""
+        while pool.queue and pool.idle and pool.count(WorkerState.BUSY) < pool.limits.max_concurrency:
+            w = pool.idle.pop()
+            job = pool.queue.popleft()
+            if job.done:
+                pool.idle.append(w)
+                continue
+            self.dispatch(w, job)
 
     def kill_worker(self, w: WorkerHandle, reason: str, error: InvocationError | None = None) -> None:
         """SIGKILL the worker and its process group, close it, fail its job with ``error``."""
@@ -394,6 +404,7 @@ class Supervisor:
             pass
         self.emit("worker_exit", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
         if pool is not None and self.state == "running":
+            self._drain_queue(pool)
             self.manage_workers(pool)
 
     def _on_exited(self, pid: Any, status: Any) -> None:
@@ -537,6 +548,7 @@ class Supervisor:
         self._push(time.monotonic() + self.config.exit_grace, "grace", w)
         self.emit("worker_retire", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
         if self.state == "running":
+            self._drain_queue(pool)
             self.manage_workers(pool)
 
     def manage_workers(self, pool: TenantPool) -> None:
@@ -605,7 +617,9 @@ class Supervisor:
             return job
         if pool.boot_failures >= MAX_BOOT_FAILURES:
             pool.boot_failures = MAX_BOOT_FAILURES - 1  # one more try for a new request
-        while pool.idle:
+        # Spares exist to replace killed workers at once, not to raise the
+        # tenant's concurrency: a call beyond max_concurrency waits in the queue.
+        while pool.idle and pool.count(WorkerState.BUSY) < pool.limits.max_concurrency:
             w = pool.idle.pop()
             if w.state is WorkerState.IDLE:
                 self.dispatch(w, job)

@@ -171,3 +171,86 @@ def test_shutdown_leaves_no_process_and_no_fd(tmp_path):
     assert not alive
     assert {p.pid for p in descendants()} <= before
     assert open_fds() == fds
+
+
+def test_global_worker_cap_evicts_idle_workers_of_least_recent_tenant(tmp_path):
+    cfg = make_config(state_dir=str(tmp_path), max_workers=2, spares_per_tenant=0)
+    events = []
+    with Engine(cfg) as eng:
+        eng.add_listener(events.append)
+        for _ in range(3):
+            for tenant in ("t1", "t2", "t3"):
+                assert eng.invoke(tenant, source=NOOP, path="noop.py").ok
+                alive = eng.stats(memory=False)["workers_alive"]
+                assert alive <= 2 + 1  # the cap, plus at most one worker still exiting
+    reasons = [e["reason"] for e in events if e["event"] == "worker_retire"]
+    assert "evicted" in reasons
+
+
+def test_zygote_death_fails_in_flight_calls_and_engine_recovers(engine):
+    job = engine.submit("acme", source=SPIN, path="spin.py", timeout=10)
+    engine.run_until(lambda: any(w["state"] == "busy" for w in
+                                 engine.stats(memory=False)["tenants"]["acme"]["workers"]), 10)
+    old = engine.stats(memory=False)["zygote_pid"]
+    os.kill(old, signal.SIGKILL)
+    res = engine.wait(job)
+    assert res.code == "crash"
+    after = engine.invoke("acme", source=NOOP, path="noop.py")
+    assert after.ok
+    assert engine.stats(memory=False)["zygote_pid"] != old
+
+
+def test_non_json_arguments_are_refused_before_anything_runs(engine):
+    with pytest.raises(ValueError):
+        engine.invoke("acme", source=ECHO, path="echo.py", args=[object()])
+    with pytest.raises(ValueError):
+        engine.invoke("acme", source=ECHO, path="echo.py", args=[1], configuration={"x": float("nan")})
+
+
+def test_engine_refuses_to_start_when_required_layers_are_missing(tmp_path, monkeypatch):
+    from engine import errors
+    from engine.supervisor import Supervisor
+
+    real = Supervisor._on_zygote_readable
+
+    def fake(self):
+        real(self)
+        if self.layers:
+            self.layers = dict(self.layers, landlock=[False, "pretend: kernel without Landlock"])
+
+    monkeypatch.setattr(Supervisor, "_on_zygote_readable", fake)
+    with pytest.raises(errors.ConfinementUnavailable) as info:
+        Engine(make_config(state_dir=str(tmp_path), require_all_layers=True)).start()
+    assert "landlock" in info.value.message
+
+
+def test_spares_do_not_raise_a_tenants_concurrency(tmp_path):
+    from engine.worker import WorkerState
+
+    cfg = make_config(state_dir=str(tmp_path), spares_per_tenant=2)
+    busy_seen = []
+    with Engine(cfg) as eng:
+        eng.configure_tenant("one", limits=TenantLimits(timeout=5.0, max_concurrency=1))
+        pool = eng.supervisor.pools["one"]
+        eng.add_listener(lambda ev: busy_seen.append(pool.count(WorkerState.BUSY)))
+        assert eng.invoke("one", source=NOOP, path="noop.py").ok
+        eng.run_until(lambda: eng.stats(memory=False)["tenants"]["one"]["idle"] >= 3, 10)
+        jobs = [eng.submit("one", source=ECHO, path="echo.py", args=[i]) for i in range(8)]
+        busy_seen.append(pool.count(WorkerState.BUSY))
+        assert len(pool.queue) == 7  # three idle workers, one slot
+        results = eng.wait_all(jobs)
+        assert [r.result for r in results] == list(range(8))
+    assert max(busy_seen) == 1
+
+
+def test_queued_call_takes_the_spare_after_a_timeout(tmp_path):
+    cfg = make_config(state_dir=str(tmp_path), spares_per_tenant=1)
+    with Engine(cfg) as eng:
+        eng.configure_tenant("one", limits=TenantLimits(timeout=5.0, max_concurrency=1))
+        assert eng.invoke("one", source=NOOP, path="noop.py").ok  # warm: one worker + one spare
+        eng.run_until(lambda: eng.stats(memory=False)["tenants"]["one"]["idle"] >= 2, 10)
+        spin = eng.submit("one", source=SPIN, path="spin.py", timeout=0.1)
+        nxt = eng.submit("one", source=COUNTER, path="counter.py")
+        assert eng.wait(spin).code == "timeout"
+        res = eng.wait(nxt)
+        assert res.ok and res.result == 1

@@ -1,0 +1,2 @@
+def compile_error(callback):
+    callback(None, callback.__self__)

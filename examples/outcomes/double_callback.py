@@ -1,0 +1,3 @@
+def double_callback(callback):
+    callback(None, "first")
+    callback(None, "second")

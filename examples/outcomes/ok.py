@@ -1,0 +1,3 @@
+def ok(name, callback):
+    print("greeting", name)
+    callback(None, {"greeting": "hello " + name})

@@ -1,0 +1,2 @@
+def stall(callback):
+    pass  # returns without calling back: reported at once

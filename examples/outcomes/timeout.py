@@ -1,0 +1,3 @@
+def timeout(callback):
+    while True:
+        pass
