@@ -528,7 +528,7 @@ def connection_for(tenant_dir: str | os.PathLike[str], *, tenant_name: str | Non
     tenant = load_tenant(Path(tenant_dir))
     name = tenant_name or tenant.name
     if store is None:
-        store = open_store(name, str(tenant.data_dir), dsn=dsn)
+        store = open_store(name, str(tenant.state_dir), dsn=dsn)
     conn = Connection(tenant=name, scripts_dir=tenant.scripts_dir, configuration=dict(tenant.configuration),
                       import_users=tenant.import_users, store=store, name=f"{name}-custom-database")
     return conn, tenant

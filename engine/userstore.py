@@ -1,6 +1,6 @@
 """The platform's own user store, filled by automatic migration.
 
-Embedded SQLite (``TENANT_DIR/data/platform.db``) by default; PostgreSQL for
+Embedded SQLite (``TENANT_DIR/state/platform.db``, outside the workers' writable ``data/``) by default; PostgreSQL for
 operators who run several nodes against one store (``dsn=...`` or the
 ``SCRIPTVISOR_USER_STORE_DSN`` environment variable).  One schema, written in
 SQL both understand; the only dialect difference is the placeholder.
@@ -104,6 +104,7 @@ class UserStore:
         self.kind = "sqlite" if path else "postgres"
         try:
             if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
                 self._db: Any = sqlite3.connect(path, timeout=10.0, isolation_level=None,
                                                 check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode = WAL")
@@ -234,10 +235,10 @@ _stores: dict[tuple[str, str, int], UserStore] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(tenant: str, data_dir: str, *, dsn: str | None = None, rounds: int = DEFAULT_ROUNDS) -> UserStore:
+def open_store(tenant: str, state_dir: str, *, dsn: str | None = None, rounds: int = DEFAULT_ROUNDS) -> UserStore:
     """The (cached) store for a tenant: PostgreSQL when a DSN is given or set, else sqlite."""
     dsn = dsn or os.environ.get(DSN_ENV) or None
-    location = dsn or os.path.join(os.path.realpath(data_dir), SQLITE_FILE)
+    location = dsn or os.path.join(os.path.realpath(state_dir), SQLITE_FILE)
     key = (tenant, location, rounds)
     with _stores_lock:
         store = _stores.get(key)
@@ -245,7 +246,7 @@ def open_store(tenant: str, data_dir: str, *, dsn: str | None = None, rounds: in
             if dsn:
                 store = UserStore(tenant, dsn=dsn, rounds=rounds)
             else:
-                os.makedirs(data_dir, exist_ok=True)
+                os.makedirs(state_dir, mode=0o700, exist_ok=True)
                 store = UserStore(tenant, path=location, rounds=rounds)
             _stores[key] = store
         return store

@@ -101,7 +101,18 @@ class Tenant:
 
     @property
     def data_dir(self) -> Path:
+        """Scripts' data (the legacy SQLite file): writable by the tenant's workers."""
         return self.root / "data"
+
+    @property
+    def state_dir(self) -> Path:
+        """The platform's own files for this tenant (the migrated-user store).
+
+        A sibling of ``data/``, never inside it: workers can write ``data/``
+        (Landlock grants it), so a script that escaped the language layer could
+        otherwise rewrite the password hashes of migrated users.
+        """
+        return self.root / "state"
 
     @property
     def config_file(self) -> Path:

@@ -123,6 +123,6 @@ def make_connection(tenant: str, root: Path, backend: str, params: dict | None, 
         reset_postgres(params)
     elif backend == "mysql":
         reset_mysql(params)
-    store = UserStore(tenant, path=str(root / "data" / "platform.db"), rounds=ROUNDS)
+    store = UserStore(tenant, path=str(root / "state" / "platform.db"), rounds=ROUNDS)
     return Connection(tenant=tenant, scripts_dir=root / "scripts", configuration=configuration(backend, params),
                       import_users=import_users, store=store, timeout=10.0)
