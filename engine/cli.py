@@ -271,5 +271,26 @@ def connection(operation: str, args: tuple[str, ...], tenant_dir: Path, as_json:
     sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks against the peer runtimes (peers: pip install 'scriptvisor[bench]')."""
+
+
+@bench.command("recycle")
+@click.option("--quick", is_flag=True, help="Small counts, well under a minute (what CI runs).")
+@click.option("--out", "out_dir", default="bench-results", show_default=True,
+              type=click.Path(file_okay=False), help="Directory for results.json, results.md, plots.")
+@click.option("--figure", "figures", multiple=True,
+              help="warm, recycle, timeout, throughput, chaos, idle (repeatable; default: all).")
+@click.option("--system", "systems", multiple=True, help="Limit to these systems (repeatable).")
+@click.option("--n", type=click.IntRange(min=1), help="Samples per latency figure.")
+def bench_recycle(quick: bool, out_dir: str, figures: tuple[str, ...], systems: tuple[str, ...],
+                  n: int | None) -> None:
+    """Recycle latency, overshoot, overhead, throughput, idle cost and chaos hangs, side by side."""
+    from bench.recycle import main as run_bench
+
+    sys.exit(run_bench(quick, out_dir, list(figures) or None, list(systems) or None, n))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
