@@ -49,6 +49,7 @@ class DriverProc:
             env=env,
         )
         self._buf = b""
+        self._closing = False
         self._sel = selectors.DefaultSelector()
         assert self.proc.stdout is not None
         self._sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -83,11 +84,22 @@ class DriverProc:
             raise DriverFailed(f"{self.name}: driver gone ({exc})") from exc
         return self._read(timeout)
 
+    def send_close(self) -> None:
+        """Ask the driver to stop; ``close`` collects it (all close in parallel)."""
+        if self.proc.poll() is None and not self._closing:
+            self._closing = True
+            try:
+                self.proc.stdin.write(b'{"cmd": "close"}\n')  # type: ignore[union-attr]
+                self.proc.stdin.flush()  # type: ignore[union-attr]
+            except OSError:
+                pass
+
     def close(self) -> None:
+        self.send_close()
         if self.proc.poll() is None:
             try:
-                self.request({"cmd": "close"}, timeout=30.0)
-                self.proc.wait(timeout=30.0)
+                self._read(timeout=15.0)
+                self.proc.wait(timeout=15.0)
             except (DriverFailed, subprocess.TimeoutExpired):
                 self.kill()
         self._sel.close()
@@ -130,6 +142,8 @@ class Collected:
     notes: dict[str, dict[str, str]] = field(default_factory=dict)
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    #: Wall seconds per phase, to see where a run's time goes.
+    phases: dict[str, float] = field(default_factory=dict)
 
     def add(self, system: str, key: str, value: float) -> None:
         self.samples.setdefault(system, {}).setdefault(key, []).append(float(value))
@@ -302,6 +316,13 @@ def run_plan(names: list[str], plan: Plan, log_dir: str, say: Any = print) -> Co
     """Start one driver per system, run the plan's groups interleaved, stop them."""
     out = Collected()
     drivers: dict[str, DriverProc] = {}
+    t_phase = [time.monotonic()]
+
+    def phase(label: str) -> None:
+        now = time.monotonic()
+        out.phases[label] = round(now - t_phase[0], 2)
+        t_phase[0] = now
+
     try:
         for name in names:
             try:
@@ -316,23 +337,29 @@ def run_plan(names: list[str], plan: Plan, log_dir: str, say: Any = print) -> Co
                 say(f"  {name}: skipped, {out.failed[name]}")
                 if name in drivers:
                     drivers.pop(name).kill()
+        phase("start")
         c = plan.counts
         budget = {name: plan.budget_s for name in drivers}
         if "warm" in plan.groups:
             _interleave(drivers, out, "warm", "warm overhead", c["warm"], budget,
                         {"cmd": "warm"}, {"warm_overhead_ms": "warm_overhead_ms"}, plan.request_timeout_s)
+            phase("warm")
         if "recycle" in plan.groups:
             _interleave(drivers, out, "recycle", "recycle", c["recycle"], budget,
                         {"cmd": "recycle", "watchdog": plan.recycle_watchdog_s}, {"recycle_ms": "recycle_ms"}, plan.request_timeout_s)
+            phase("recycle")
         if "timeout" in plan.groups:
             _interleave(drivers, out, "timeout", "overshoot+next", c["timeout"], budget,
                         {"cmd": "timeout", "timeout": plan.overshoot_timeout_s},
                         {"overshoot_ms": "overshoot_ms", "next_after_timeout_ms": "next_after_timeout_ms"}, plan.request_timeout_s)
+            phase("timeout")
         if "throughput" in plan.groups:
             _interleave(drivers, out, "throughput", "throughput 1w", c["throughput"], budget,
                         {"cmd": "throughput", "batch": plan.throughput_batch}, {"per_s": "throughput_1w_per_s"}, plan.request_timeout_s)
+            phase("throughput_1w")
         if "chaos" in plan.groups:
             _chaos(drivers, out, plan)
+            phase("chaos")
         if "throughput" in plan.groups or "idle" in plan.groups:
             for name, drv in drivers.items():
                 if name in out.failed:
@@ -343,12 +370,18 @@ def run_plan(names: list[str], plan: Plan, log_dir: str, say: Any = print) -> Co
                         out.error(name, "restart", ans.get("error", "?"))
                 except DriverFailed as exc:
                     out.failed[name] = str(exc)
+            phase("restart_2w")
         if "throughput" in plan.groups:
             _interleave(drivers, out, "throughput", "throughput 2w", c["throughput"], budget,
                         {"cmd": "throughput", "batch": plan.throughput_batch}, {"per_s": "throughput_2w_per_s"}, plan.request_timeout_s)
+            phase("throughput_2w")
         if "idle" in plan.groups:
             _idle(drivers, out, plan)
+            phase("idle")
     finally:
         for drv in drivers.values():
+            drv.send_close()
+        for drv in drivers.values():
             drv.close()
+        phase("stop")
     return out

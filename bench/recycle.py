@@ -105,6 +105,7 @@ def main(quick: bool = False, out_dir: str = "bench-results", figures: list[str]
         "budget_s": plan.budget_s, "overshoot_timeout_s": plan.overshoot_timeout_s,
         "chaos_timeout_s": plan.chaos_timeout_s, "chaos_grace_s": plan.chaos_grace_s,
         "throughput_batch": plan.throughput_batch, "idle_s": plan.idle_s,
+        "phase_s": collected.phases,
     }
     results = build_results(machine_info(), run, collected, skipped)
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
