@@ -56,8 +56,8 @@ REGEX_MIN_TIMEOUT = 0.001
 #: A match must give up before the supervisor's SIGKILL so the script gets a
 #: catchable TimeoutError with its logs: it stops this share of the time left
 #: early (at least REGEX_DEADLINE_MARGIN seconds).
-REGEX_DEADLINE_FRACTION = 0.1
-REGEX_DEADLINE_MARGIN = 0.02
+REGEX_DEADLINE_FRACTION = 0.2
+REGEX_DEADLINE_MARGIN = 0.1
 #: Match timeout used when no invocation is in progress (import-time code).
 REGEX_DEFAULT_TIMEOUT = 1.0
 #: Largest JSON text json.loads parses / json.dumps produces (characters).
