@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import shutil
 import signal
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -93,9 +95,22 @@ def pg_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def tenants(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def workdir() -> Iterator[Path]:
+    """The module's own folder, not pytest's tmp_path: pytest prunes old numbered
+    tmp folders when another session starts, which would pull the tenants folder
+    away from running nodes when several test sessions share a machine."""
+    path = Path(tempfile.mkdtemp(prefix="scriptvisor-cluster-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tenants(workdir: Path) -> tuple[Path, str]:
     """One tenant in automatic migration mode over a seeded SQLite legacy database."""
-    root = tmp_path_factory.mktemp("tenants")
+    root = workdir / "tenants"
+    root.mkdir()
     folder = init_tenant(root / TENANT, "sqlite", import_users=True, seed_rounds=4)
     legacy = folder / "data" / "legacy.db"
     legacy.unlink()
@@ -108,15 +123,16 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture
-def cluster(tenants: tuple[Path, str], pg_dsn: str, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(tenants: tuple[Path, str], pg_dsn: str, workdir: Path) -> Iterator[Cluster]:
     root, token = tenants
+    run = workdir / f"run-{uuid.uuid4().hex[:8]}"
     env = {"SCRIPTVISOR_USER_STORE_DSN": pg_dsn}
     nodes = {}
     c = Cluster(nodes, None, token)
     try:
         for name in ("node-a", "node-b"):
-            nodes[name] = start_node(name, root, tmp_path / "logs", env)
-        c.nginx = start_nginx(NGINX, list(nodes.values()), tmp_path / "nginx")
+            nodes[name] = start_node(name, root, run / "logs", env)
+        c.nginx = start_nginx(NGINX, list(nodes.values()), run / "nginx")
         yield c
     finally:
         leftovers = c.close()
