@@ -181,6 +181,7 @@ class Cluster:
     nodes: dict[str, Node]
     nginx: Nginx | None
     token: str
+    tenants_dir: Path | None = None
     #: nodes a test killed on purpose (their exit status is not checked)
     killed: set[str] = field(default_factory=set)
 

@@ -128,7 +128,7 @@ def cluster(tenants: tuple[Path, str], pg_dsn: str, workdir: Path) -> Iterator[C
     run = workdir / f"run-{uuid.uuid4().hex[:8]}"
     env = {"SCRIPTVISOR_USER_STORE_DSN": pg_dsn}
     nodes = {}
-    c = Cluster(nodes, None, token)
+    c = Cluster(nodes, None, token, tenants_dir=root)
     try:
         for name in ("node-a", "node-b"):
             nodes[name] = start_node(name, root, run / "logs", env)
@@ -253,6 +253,17 @@ def test_tenant_sticks_to_one_node_and_fails_over_when_it_dies(cluster: Cluster)
         assert {o[2] for o in outcomes[window:]} == {survivor.name}
 
 
+def _data_dir_state(cluster: Cluster) -> list[tuple[str, int, str]]:
+    """Owner and mode of the tenant's data folder and files (for failure messages)."""
+    data = cluster.tenants_dir / TENANT / "data"
+    paths = [data.parent, data, *sorted(data.iterdir())] if data.is_dir() else [data]
+    out = []
+    for p in paths:
+        st = p.lstat()
+        out.append((p.name, st.st_uid, oct(st.st_mode)))
+    return out
+
+
 def _concurrent_logins(nodes: list[Any], token: str, email: str, password: str) -> list[tuple[str, int, dict]]:
     """LOGINS_PER_NODE logins of ``email`` on each node, released at once by a barrier."""
     barrier = threading.Barrier(LOGINS_PER_NODE * len(nodes))
@@ -283,7 +294,7 @@ def test_concurrent_first_logins_on_both_nodes_create_one_user(cluster: Cluster,
     for email, password, nickname, _verified in LEGACY_USERS:
         results = _concurrent_logins(nodes, cluster.token, email, password)
         for name, status, body in results:
-            assert status == 200 and body["ok"] is True, (name, body)
+            assert status == 200 and body["ok"] is True, (name, body, _data_dir_state(cluster))
             assert body["result"]["email"] == email and body["result"]["nickname"] == nickname
         user_ids = {body["result"]["user_id"] for _, _, body in results}
         assert len(user_ids) == 1, user_ids
