@@ -54,10 +54,13 @@ REGEX_MAX_INPUT = 1_000_000
 #: Floor for the regex match timeout so a nearly expired call fails cleanly.
 REGEX_MIN_TIMEOUT = 0.001
 #: A match must give up before the supervisor's SIGKILL so the script gets a
-#: catchable TimeoutError with its logs: it stops this share of the time left
-#: early (at least REGEX_DEADLINE_MARGIN seconds).
-REGEX_DEADLINE_FRACTION = 0.2
+#: catchable TimeoutError with its logs. The regex engine checks its clock
+#: only every so many steps and was measured overshooting a timeout by ~50%
+#: on catastrophic patterns, so a match gets half of (the time left minus a
+#: margin of this share, at least REGEX_DEADLINE_MARGIN seconds).
+REGEX_DEADLINE_FRACTION = 0.1
 REGEX_DEADLINE_MARGIN = 0.1
+REGEX_OVERSHOOT_FACTOR = 0.5
 #: Match timeout used when no invocation is in progress (import-time code).
 REGEX_DEFAULT_TIMEOUT = 1.0
 #: Largest JSON text json.loads parses / json.dumps produces (characters).

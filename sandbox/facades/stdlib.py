@@ -175,7 +175,7 @@ math = SimpleNamespace(
 def _match_timeout() -> float:
     left = _remaining(_policy.REGEX_DEFAULT_TIMEOUT)
     margin = max(_policy.REGEX_DEADLINE_MARGIN, left * _policy.REGEX_DEADLINE_FRACTION)
-    return max(_policy.REGEX_MIN_TIMEOUT, left - margin)
+    return max(_policy.REGEX_MIN_TIMEOUT, (left - margin) * _policy.REGEX_OVERSHOOT_FACTOR)
 
 
 def _subject(value: Any) -> Any:
