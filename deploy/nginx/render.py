@@ -89,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--node", action="append", default=[], required=True, help="a node's host:port (repeat)")
     parser.add_argument("--listen", default="127.0.0.1:8080", help="where nginx listens (default %(default)s)")
-    parser.add_argument("--prefix", required=True, help="folder for pid, logs and temp files (created)")
+    parser.add_argument("--prefix", help="folder for pid, logs and temp files (created); required without --snippet-only")
     parser.add_argument("--snippet-only", action="store_true", help="print only the conf.d snippet")
     args = parser.parse_args(argv)
     try:
         if args.snippet_only:
             sys.stdout.write(render_snippet(SNIPPET.read_text(encoding="utf-8"), args.node, args.listen))
+        elif not args.prefix:
+            parser.error("--prefix is required for a standalone nginx.conf")
         else:
             Path(args.prefix, "tmp").mkdir(parents=True, exist_ok=True)
             sys.stdout.write(render_standalone(args.node, args.listen, args.prefix))
