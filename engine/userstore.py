@@ -38,6 +38,8 @@ __all__ = ["StoredUser", "UserStore", "UserStoreError", "open_store"]
 DSN_ENV = "SCRIPTVISOR_USER_STORE_DSN"
 #: File name of the embedded store inside the tenant's data directory.
 SQLITE_FILE = "platform.db"
+#: Advisory lock key held while creating the schema on PostgreSQL ("svusers").
+SCHEMA_LOCK_KEY = 0x7376757365727300
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sv_users (
@@ -113,8 +115,17 @@ class UserStore:
                 import psycopg
 
                 self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-            for ddl in _SCHEMA:
-                self._db.execute(ddl)
+            if self.kind == "postgres":
+                # Nodes starting at once would race on CREATE TABLE IF NOT
+                # EXISTS (a pg_type unique violation): serialise the DDL on a
+                # transaction-scoped advisory lock.
+                with self._db.transaction():
+                    self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+                    for ddl in _SCHEMA:
+                        self._db.execute(ddl)
+            else:
+                for ddl in _SCHEMA:
+                    self._db.execute(ddl)
         except Exception as exc:
             where = path or "the PostgreSQL user store"
             raise UserStoreError(f"cannot open the user store at {where}: {exc}") from exc

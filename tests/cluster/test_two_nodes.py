@@ -79,18 +79,9 @@ def _fresh_database() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def pg_dsn() -> Iterator[str]:
-    """The shared user store's database, its schema created once up front.
-
-    That is the documented deployment step (docs/scaling.md): create the
-    store's tables before starting the nodes.  Without it, two nodes opening
-    an empty store at the same moment can race on ``CREATE TABLE IF NOT
-    EXISTS`` (PostgreSQL raises a pg_type unique violation and one call gets
-    503 UserStoreUnavailable): a known bug of engine/userstore.py, reported.
-    """
-    from engine.userstore import UserStore
-
+    """The shared user store's database, empty: the nodes create its schema
+    themselves, at the same moment, under an advisory lock."""
     with _fresh_database() as dsn:
-        UserStore(TENANT, dsn=dsn).close()
         yield dsn
 
 

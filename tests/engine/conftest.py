@@ -40,7 +40,15 @@ def open_fds():
 
 
 def descendants():
-    return [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    """Live (non-zombie) descendants of this process; ones that vanish while we look are gone."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def wait_dead(pid, timeout=5.0):
