@@ -6,19 +6,39 @@ Embed it::
     with Engine() as eng:
         res = eng.invoke("acme", path="login.py", args=["a@example.com", "pw"])
         print(res.ok, res.result, res.error)
+
+The public names are resolved lazily: workers import ``engine.protocol`` and
+``engine.errors`` only, and must not drag the API, asyncio and subprocess into
+the zygote (every byte of anonymous memory there is copied into each worker's
+page tables and torn down at every kill).
 """
 
-from .api import AsyncEngine, Engine, load_script
-from .config import EngineConfig, TenantLimits
-from .errors import (
-    CompileError, ContractViolation, Crash, DoubleCallback, EngineUnavailable, InvalidResult,
-    InvocationError, NotFound, Overloaded, ProtocolError, ScriptError, Stall, Timeout,
-)
-from .result import Result
+from __future__ import annotations
 
-__all__ = sorted([
-    "AsyncEngine", "CompileError", "ContractViolation", "Crash", "DoubleCallback", "Engine",
-    "EngineConfig", "EngineUnavailable", "InvalidResult", "InvocationError", "NotFound",
-    "Overloaded", "ProtocolError", "Result", "ScriptError", "Stall", "TenantLimits", "Timeout",
-    "load_script",
-])
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AsyncEngine": "api", "Engine": "api", "load_script": "api",
+    "EngineConfig": "config", "TenantLimits": "config",
+    "Result": "result",
+    "CompileError": "errors", "ContractViolation": "errors", "Crash": "errors",
+    "DoubleCallback": "errors", "EngineUnavailable": "errors", "InvalidResult": "errors",
+    "InvocationError": "errors", "NotFound": "errors", "Overloaded": "errors",
+    "ProtocolError": "errors", "ScriptError": "errors", "Stall": "errors", "Timeout": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"engine.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

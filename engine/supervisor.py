@@ -55,6 +55,10 @@ STATUS_WAIT = 2.0
 #: instead of retried (a worker that cannot boot must not spin the loop).
 MAX_BOOT_FAILURES = 3
 
+#: Why a worker went away -> whether it is replaced at once (planned exits and
+#: evictions are not: the pool target decides those).
+REPLACED = frozenset({"crash", "timeout", "protocol_error", "zygote_exit"})
+
 EXIT_NAMES = {3: "worker boot error", 4: "confinement failed", 5: "protocol error from supervisor"}
 
 
@@ -271,6 +275,7 @@ class Supervisor:
             "confine": self.config.confine,
             "debug_exec": self.config.debug_exec,
             "max_frame": self.config.max_frame,
+            "standby": self.config.standby,
         }
 
     # ------------------------------------------------------------------ workers
@@ -403,8 +408,13 @@ class Supervisor:
             # The zygote may fork it after all; it will be reaped and reported.
             pass
         self.emit("worker_exit", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
+        if pool is not None and reason == "evicted" and not pool.workers and self.zchan is not None:
+            # The tenant lost its last worker to make room: its standby goes too.
+            self.zchan.send(protocol.encode({"t": "drop_standby", "tenant": pool.name}))
         if pool is not None and self.state == "running":
             self._drain_queue(pool)
+            if reason in REPLACED:
+                self.replace_worker(pool)
             self.manage_workers(pool)
 
     def _on_exited(self, pid: Any, status: Any) -> None:
@@ -550,6 +560,19 @@ class Supervisor:
         if self.state == "running":
             self._drain_queue(pool)
             self.manage_workers(pool)
+
+    def replace_worker(self, pool: TenantPool) -> None:
+        """A worker died or was killed: start its replacement now, one for one.
+
+        ``manage_workers`` alone would wait until the pool falls below its
+        target, which after an external kill of several idle workers means
+        waiting for the last one's death to be noticed.
+        """
+        if self.zchan is None or pool.boot_failures >= MAX_BOOT_FAILURES:
+            return
+        live = sum(1 for w in pool.workers if w.state is not WorkerState.EXITING)
+        if live < pool.limits.max_concurrency + self.config.spares_per_tenant and self._make_room(pool):
+            self.spawn_worker(pool)
 
     def manage_workers(self, pool: TenantPool) -> None:
         """Keep busy + queued + spares workers for the tenant, within its limits and the cap."""

@@ -18,6 +18,14 @@ Contract
   defaults, stdin/stdout/stderr to ``/dev/null``, every other descriptor
   closed except the worker socket and the ones confinement asks to keep,
   ``confine.apply(policy)``, then ``sandbox.worker.serve``.
+* **Keeps a standby** per active tenant (``EngineConfig.standby``): after a
+  spawn it forks one more child with the same policy that confines itself,
+  builds its runner and waits on a private socketpair for its channel.  The
+  next ``spawn`` for that tenant hands the supervisor's socket to the standby
+  (SCM_RIGHTS) instead of forking, so a replacement after a kill is ready in
+  about the time of one message.  Standbys run no tenant code before their
+  channel arrives, close the zygote link first, and are counted by nobody but
+  the zygote; a standby whose policy no longer matches is killed.
 * **Reaps** every worker (SIGCHLD through a wakeup pipe, no polling) and
   reports ``exited {pid, status}`` with the raw wait status, then empties the
   worker's scratch directory.
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import json
 import os
 import selectors
 import signal
@@ -47,6 +56,12 @@ EXIT_CODES = {
 }
 
 
+def _standby_key(policy: dict[str, Any]) -> str:
+    """Everything of a policy that a standby was confined with (not its id or scratch dir)."""
+    return json.dumps({k: v for k, v in policy.items() if k not in ("worker_id", "scratch_dir")},
+                      sort_keys=True)
+
+
 class Zygote:
     def __init__(self, fd: int) -> None:
         self.ctl = socket.socket(fileno=fd)
@@ -57,6 +72,10 @@ class Zygote:
         self.confine: Any = None
         self.layers: dict[str, Any] = {}
         self.running = True
+        self.standbys: dict[str, dict[str, Any]] = {}      # tenant -> {pid, link, key}
+        self.want_standby: dict[str, dict[str, Any]] = {}  # tenant -> policy, forked after replies
+        self.standby_seq = 0
+        self.last_error = ""
 
     # -- plumbing ---------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -106,32 +125,92 @@ class Zygote:
             self.send({"t": "failed", "worker": worker_id, "reason": "no socket received with spawn"})
             return
         fd = self.fds.pop(0)
+        tenant = policy.get("tenant")
+        sb = self.standbys.pop(tenant, None)
+        if sb is not None:
+            if sb["key"] == _standby_key(policy) and self._hand_over(sb, fd, worker_id):
+                self.send({"t": "spawned", "worker": worker_id, "pid": sb["pid"]})
+                if policy.get("standby"):
+                    self.want_standby[tenant] = policy
+                return
+            self._drop_standby(sb)
+        pid = self._fork(fd, policy, link=None)
+        if pid is None:
+            self.send({"t": "failed", "worker": worker_id, "reason": self.last_error})
+            return
+        self.send({"t": "spawned", "worker": worker_id, "pid": pid})
+        if policy.get("standby"):
+            self.want_standby[tenant] = policy
+
+    def _hand_over(self, sb: dict[str, Any], fd: int, worker_id: Any) -> bool:
+        """Pass the channel to a standby. On failure ``fd`` stays ours to fork with."""
+        link: socket.socket = sb["link"]
+        try:
+            socket.send_fds(link, [json.dumps({"worker_id": worker_id}).encode()], [fd])
+        except OSError:
+            return False  # the standby died; reap() reports its exit
+        os.close(fd)
+        link.close()
+        return True
+
+    def _drop_standby(self, sb: dict[str, Any]) -> None:
+        """Kill a standby that will never be used (policy changed, engine stopping)."""
+        sb["link"].close()
+        try:
+            os.kill(sb["pid"], signal.SIGKILL)
+        except OSError:
+            pass
+
+    def make_standbys(self) -> None:
+        """Fork the standbys asked for by recent spawns (after the replies went out)."""
+        while self.want_standby:
+            tenant, policy = self.want_standby.popitem()
+            if tenant in self.standbys:
+                continue
+            self.standby_seq += 1
+            sb_policy = dict(policy)
+            sb_policy["scratch_dir"] = os.path.join(
+                os.path.dirname(policy.get("scratch_dir") or "/nonexistent/x"), f"standby-{self.standby_seq}")
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            pid = self._fork(None, sb_policy, link=theirs.fileno())
+            theirs.close()
+            if pid is None:
+                ours.close()
+                self.log("warning", f"standby for tenant {tenant!r} not started: {self.last_error}")
+                continue
+            self.standbys[tenant] = {"pid": pid, "link": ours, "key": _standby_key(policy)}
+
+    def _fork(self, fd: int | None, policy: dict[str, Any], link: int | None) -> int | None:
+        """Fork a worker (``fd``: its channel) or a standby (``link``: its zygote link)."""
         keep: set[int] = set()
         if policy.get("confine") and self.confine is not None:
             try:
                 self.confine.prepare(policy)
                 keep = set(self.confine.keep_fds(policy))
             except Exception as exc:
-                os.close(fd)
-                self.send({"t": "failed", "worker": worker_id, "reason": f"prepare failed: {exc}"})
-                return
+                if fd is not None:
+                    os.close(fd)
+                self.last_error = f"prepare failed: {exc}"
+                return None
         try:
             pid = os.fork()
         except OSError as exc:
-            os.close(fd)
-            self.send({"t": "failed", "worker": worker_id, "reason": f"fork failed: {exc}"})
-            return
+            if fd is not None:
+                os.close(fd)
+            self.last_error = f"fork failed: {exc}"
+            return None
         if pid == 0:  # pragma: no cover - runs in the child, observed through the engine
-            self._child(fd, keep, policy)
-        os.close(fd)
+            self._child(fd if fd is not None else link, keep, policy, standby=fd is None)
+        if fd is not None:
+            os.close(fd)
         self.children[pid] = policy
-        self.send({"t": "spawned", "worker": worker_id, "pid": pid})
+        return pid
 
-    def _child(self, fd: int, keep: set[int], policy: dict[str, Any]) -> None:
+    def _child(self, fd: int, keep: set[int], policy: dict[str, Any], standby: bool = False) -> None:
         code = 3
         try:
             signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
                 signal.signal(sig, signal.SIG_DFL)
             # SIGXFSZ: Python ignores it by default so writes past RLIMIT_FSIZE
             # raise EFBIG; keep it ignored in workers for a clean error.
@@ -149,12 +228,15 @@ class Zygote:
             code = 4
             if policy.get("confine") and self.confine is not None:
                 self.confine.apply(policy)
-            elif self.confine is None or not policy.get("confine"):
+            else:
                 os.setsid()
             code = 3
             from sandbox import worker
 
-            worker.serve(fd, policy)
+            if standby:
+                worker.standby(fd, policy)
+            else:
+                worker.serve(fd, policy)
         except BaseException:  # noqa: BLE001 - a child must never return into the zygote loop
             pass
         os._exit(code)
@@ -169,6 +251,10 @@ class Zygote:
             if pid == 0:
                 return
             policy = self.children.pop(pid, None)
+            for tenant, sb in list(self.standbys.items()):
+                if sb["pid"] == pid:  # a standby died before use: nobody else knows it
+                    del self.standbys[tenant]
+                    sb["link"].close()
             try:
                 self.send({"t": "exited", "pid": pid, "status": status})
             except OSError:
@@ -180,6 +266,9 @@ class Zygote:
                     self.log("warning", f"scratch cleanup failed for pid {pid}: {exc}")
 
     def kill_all(self) -> None:
+        for sb in self.standbys.values():
+            sb["link"].close()
+        self.standbys.clear()
         for pid in list(self.children):
             for kill in (os.killpg, os.kill):
                 try:
@@ -223,6 +312,11 @@ class Zygote:
                             kill(pid, signal.SIGKILL)
                         except OSError:
                             pass
+            elif kind == "drop_standby":
+                sb = self.standbys.pop(msg.get("tenant"), None)
+                self.want_standby.pop(msg.get("tenant"), None)
+                if sb is not None:
+                    self._drop_standby(sb)
             elif kind == "stop":
                 self.running = False
 
@@ -248,6 +342,8 @@ class Zygote:
                         pass
                     self.reap()
             self.reap()
+            if self.running and self.want_standby:
+                self.make_standbys()
         self.kill_all()
         return 0
 

@@ -13,6 +13,7 @@ The ``EXIT_*`` codes below reach the supervisor through the zygote's
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
@@ -23,7 +24,7 @@ from typing import Any
 from engine import protocol
 from sandbox import context
 
-__all__ = ["EXIT_OK", "EXIT_BOOT_ERROR", "EXIT_CONFINEMENT_FAILED", "EXIT_PROTOCOL", "serve"]
+__all__ = ["EXIT_OK", "EXIT_BOOT_ERROR", "EXIT_CONFINEMENT_FAILED", "EXIT_PROTOCOL", "serve", "standby"]
 
 EXIT_OK = 0                  # asked to exit, or the supervisor went away
 EXIT_BOOT_ERROR = 3          # could not build the runner
@@ -108,28 +109,58 @@ def _debug_exec(code: str, channel_fd: int) -> dict[str, Any]:
                           "errno": getattr(exc, "errno", None)}}
 
 
-def serve(fd: int, policy: dict[str, Any]) -> None:
-    """Run the worker loop on socket ``fd`` until told to exit. Never returns."""
+def _boot(policy: dict[str, Any]) -> tuple[context.WorkerContext, Any]:
+    """Build the worker's context and runner (before or after receiving the channel)."""
     from sandbox.runner import Runner  # preloaded by the zygote; import is a dict lookup
 
-    sock = socket.socket(fileno=fd)
-    sock.setblocking(True)
-    limits = policy.get("limits") or {}
-    max_frame = int(policy.get("max_frame") or protocol.DEFAULT_MAX_FRAME)
-    chan = _Channel(sock, max_frame)
     ctx = context.WorkerContext(
         tenant=policy["tenant"],
         worker_id=int(policy.get("worker_id", 0)),
         data_dir=policy.get("data_dir"),
         scratch_dir=policy.get("scratch_dir"),
         allowed_ports=tuple(policy.get("allowed_ports") or ()),
-        limits=limits,
+        limits=policy.get("limits") or {},
     )
     context.set_worker(ctx)
     try:
-        runner = Runner(ctx)
+        return ctx, Runner(ctx)
     except Exception:
         os._exit(EXIT_BOOT_ERROR)
+
+
+def standby(link_fd: int, policy: dict[str, Any]) -> None:
+    """A confined, booted worker waiting for its channel. Never returns.
+
+    The zygote forks one of these ahead of demand for each active tenant, so a
+    replacement after a kill costs one message instead of a fork, confinement
+    and boot.  No tenant code runs until the channel arrives; the link to the
+    zygote (private to this process) is closed before anything else happens.
+    """
+    ctx, runner = _boot(policy)
+    link = socket.socket(fileno=link_fd)
+    link.setblocking(True)
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(link, 4096, 1)
+    except OSError:
+        os._exit(EXIT_OK)
+    link.close()
+    if len(fds) != 1 or not data:
+        os._exit(EXIT_OK)  # the zygote dropped us: nothing to serve
+    try:
+        ctx.worker_id = int(json.loads(data.decode("utf-8"))["worker_id"])
+    except (ValueError, KeyError, TypeError):
+        os._exit(EXIT_PROTOCOL)
+    serve(fds[0], policy, booted=(ctx, runner))
+
+
+def serve(fd: int, policy: dict[str, Any],
+          booted: tuple[context.WorkerContext, Any] | None = None) -> None:
+    """Run the worker loop on socket ``fd`` until told to exit. Never returns."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    max_frame = int(policy.get("max_frame") or protocol.DEFAULT_MAX_FRAME)
+    chan = _Channel(sock, max_frame)
+    ctx, runner = booted if booted is not None else _boot(policy)
     debug_exec = bool(policy.get("debug_exec"))
     sources: OrderedDict[str, str] = OrderedDict()
 
