@@ -85,7 +85,7 @@ class ScriptvisorSystem(System):
 
     def warm_up(self) -> None:
         jobs = [self._job(NOOP, "noop", [], None) for _ in range(self.workers * 4)]
-        if not self.eng.run_until(lambda: all(j.done for j in jobs), 60.0):
+        if self.eng.wait_all(jobs, 60.0) is None:
             raise WatchdogExpired("warm-up calls did not finish")
         bad = [j.result.error for j in jobs if not j.result.ok]
         if bad:
@@ -153,7 +153,7 @@ class ScriptvisorSystem(System):
     def throughput(self, batch: int) -> float:
         t0 = time.perf_counter()
         jobs = [self._job(NOOP, "noop", [], None) for _ in range(batch)]
-        if not self.eng.run_until(lambda: all(j.done for j in jobs), 60.0):
+        if self.eng.wait_all(jobs, 60.0) is None:
             raise WatchdogExpired("throughput batch did not finish")
         rate = batch / (time.perf_counter() - t0)
         bad = [j.result.error for j in jobs if not j.result.ok]
