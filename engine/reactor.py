@@ -14,7 +14,8 @@ no polling interval anywhere.
 from __future__ import annotations
 
 import asyncio
-import selectors
+import math
+import select
 import time
 from typing import Callable
 
@@ -22,28 +23,34 @@ Callback = Callable[[], None]
 
 
 class SelectorReactor:
+    """epoll directly (``selectors`` adds a key object and a list per event)."""
+
     def __init__(self) -> None:
-        self.sel = selectors.DefaultSelector()
+        self.ep = select.epoll()
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
+        self._masks: dict[int, int] = {}
         self._timer_at: float | None = None
         self._timer_cb: Callback | None = None
 
     def _update(self, fd: int) -> None:
-        mask = (selectors.EVENT_READ if fd in self._readers else 0) | (
-            selectors.EVENT_WRITE if fd in self._writers else 0
+        mask = (select.EPOLLIN if fd in self._readers else 0) | (
+            select.EPOLLOUT if fd in self._writers else 0
         )
-        try:
-            key = self.sel.get_key(fd)
-        except KeyError:
-            key = None
-        if key is None:
+        old = self._masks.get(fd)
+        if old is None:
             if mask:
-                self.sel.register(fd, mask)
+                self.ep.register(fd, mask)
+                self._masks[fd] = mask
         elif not mask:
-            self.sel.unregister(fd)
-        elif key.events != mask:
-            self.sel.modify(fd, mask)
+            try:
+                self.ep.unregister(fd)
+            except OSError:  # already closed: the kernel dropped it
+                pass
+            del self._masks[fd]
+        elif old != mask:
+            self.ep.modify(fd, mask)
+            self._masks[fd] = mask
 
     def add_reader(self, fd: int, cb: Callback) -> None:
         self._readers[fd] = cb
@@ -68,20 +75,26 @@ class SelectorReactor:
 
     def run_once(self, until: float | None = None) -> None:
         """Wait for one batch of events (or the timer, or ``until``) and dispatch it."""
-        now = time.monotonic()
         wake = self._timer_at
         if until is not None and (wake is None or until < wake):
             wake = until
-        timeout = None if wake is None else max(0.0, wake - now)
-        events = self.sel.select(timeout)
-        for key, mask in events:
-            fd = key.fd
-            if mask & selectors.EVENT_WRITE:
-                cb = self._writers.get(fd)
+        if wake is None:
+            timeout = -1.0
+        else:
+            # epoll counts whole milliseconds: round up so we never wake early
+            timeout = max(0.0, math.ceil((wake - time.monotonic()) * 1000.0) / 1000.0)
+        try:
+            events = self.ep.poll(timeout)
+        except InterruptedError:
+            events = []
+        readers, writers = self._readers, self._writers
+        for fd, mask in events:
+            if mask & _OUT:
+                cb = writers.get(fd)
                 if cb is not None:
                     cb()
-            if mask & selectors.EVENT_READ:
-                cb = self._readers.get(fd)
+            if mask & _IN:
+                cb = readers.get(fd)
                 if cb is not None:
                     cb()
         if self._timer_at is not None and time.monotonic() >= self._timer_at:
@@ -91,7 +104,11 @@ class SelectorReactor:
                 cb()
 
     def close(self) -> None:
-        self.sel.close()
+        self.ep.close()
+
+
+_IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 
 
 class AsyncioReactor:
