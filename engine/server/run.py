@@ -197,12 +197,32 @@ def serve(
     )
 
 
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def ensure_example_scripts() -> Path:
+    """Copy the sqlite templates into the example tenant when they are missing.
+
+    The example's scripts *are* the sqlite templates; keeping a second copy
+    in the repository would let the two drift apart.
+    """
+    example = EXAMPLE_TENANTS / "example"
+    scripts = example / "scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    for src in sorted((TEMPLATES / "sqlite").glob("*.py")) + [TEMPLATES / "sqlite" / "schema.sql"]:
+        dest = scripts / src.name if src.suffix == ".py" else example / src.name
+        if not dest.exists():
+            dest.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    return EXAMPLE_TENANTS
+
+
 def ensure_example() -> Path:
     """The bundled example tenants folder, its legacy database seeded on first use.
 
     The seeded database is not in the repository (it changes as the example
     is used); it is created here from the sqlite template's schema.
     """
+    ensure_example_scripts()
     data = EXAMPLE_TENANTS / "example" / "data"
     db = data / "legacy.db"
     if not db.exists():

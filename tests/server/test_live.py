@@ -174,10 +174,10 @@ def test_connection_operations_in_legacy_mode(tmp_path: Path) -> None:
 
 def test_bundled_example_serves_alice(tmp_path: Path) -> None:
     """The README's first command: the example tenant, its demo token, alice's login."""
-    from engine.server.run import EXAMPLE_TENANTS, EXAMPLE_TOKEN
+    from engine.server.run import EXAMPLE_TOKEN, ensure_example_scripts
 
     tenants = tmp_path / "tenants"
-    shutil.copytree(EXAMPLE_TENANTS, tenants, ignore=shutil.ignore_patterns("data"))
+    shutil.copytree(ensure_example_scripts(), tenants, ignore=shutil.ignore_patterns("data", "state"))
     from engine.tenantdir import seed_sqlite
 
     (tenants / "example" / "data").mkdir()
