@@ -54,6 +54,13 @@ _JOB_MOVES = {
 }
 
 
+def _move(what: str, moves: dict[Any, set[Any]], old: Any, new: Any) -> Any:
+    """``new`` if the state machine allows ``old -> new``; terminal states allow nothing."""
+    if new not in moves[old]:
+        raise IllegalTransition(f"{what}: {old.name} -> {new.name}")
+    return new
+
+
 class Channel:
     """A non-blocking framed socket. Writes that do not fit wait for EVENT_WRITE.
 
@@ -173,9 +180,7 @@ class Job:
         self.timer: list[Any] | None = None
 
     def transition(self, new: JobState) -> None:
-        if new not in _JOB_MOVES[self.state]:
-            raise IllegalTransition(f"job {self.id}: {self.state.name} -> {new.name}")
-        self.state = new
+        self.state = _move(f"job {self.id}", _JOB_MOVES, self.state, new)
 
     @property
     def done(self) -> bool:
@@ -212,9 +217,7 @@ class WorkerHandle:
         self.policy = policy
 
     def transition(self, new: WorkerState) -> None:
-        if new not in _WORKER_MOVES[self.state]:
-            raise IllegalTransition(f"worker {self.id}: {self.state.name} -> {new.name}")
-        self.state = new
+        self.state = _move(f"worker {self.id}", _WORKER_MOVES, self.state, new)
 
     @property
     def alive(self) -> bool:

@@ -87,3 +87,25 @@ def test_a_worker_cannot_claim_supervisor_codes():
                                "error": {"code": "stall", "name": "Stall", "message": "m"}})
     assert ok.error["code"] == "stall"
     assert json.dumps(ok.error)
+
+
+def test_terminal_states_cannot_be_left():
+    import socket
+
+    from engine.worker import Channel, IllegalTransition, Job, JobState, WorkerHandle, WorkerState
+
+    job = Job("t", "p.py", "", "", "f", "[]", "{}", 1.0)
+    job.transition(JobState.DONE)
+    with pytest.raises(IllegalTransition):
+        job.transition(JobState.RUNNING)
+    a, b = socket.socketpair()
+    try:
+        w = WorkerHandle("t", Channel(a, 1024), {})
+        with pytest.raises(IllegalTransition):
+            w.transition(WorkerState.BUSY)  # SPAWNING -> BUSY skips IDLE
+        w.transition(WorkerState.DEAD)
+        with pytest.raises(IllegalTransition):
+            w.transition(WorkerState.IDLE)
+    finally:
+        a.close()
+        b.close()
