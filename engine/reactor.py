@@ -7,8 +7,10 @@ caller waits (``Engine``); ``AsyncioReactor`` plugs the same callbacks into a
 running asyncio loop (``AsyncEngine``, the HTTP server), so no thread is
 needed per in-flight call and none at all for the engine.
 
-Both wait on one selector with the nearest deadline as the timeout: there is
-no polling interval anywhere.
+Both wait on one selector; the nearest deadline is a timerfd in that selector
+(microsecond precision; epoll's own timeout counts whole milliseconds), or
+the selector's timeout where no timerfd exists.  There is no polling
+interval anywhere.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import math
 import select
 import time
 from typing import Callable
+
+from .timerfd import TimerFD
 
 Callback = Callable[[], None]
 
@@ -32,6 +36,9 @@ class SelectorReactor:
         self._masks: dict[int, int] = {}
         self._timer_at: float | None = None
         self._timer_cb: Callback | None = None
+        self.tfd = TimerFD.create()
+        if self.tfd is not None:
+            self.add_reader(self.tfd.fd, self.tfd.drain)
 
     def _update(self, fd: int) -> None:
         mask = (select.EPOLLIN if fd in self._readers else 0) | (
@@ -70,12 +77,14 @@ class SelectorReactor:
 
     def call_at(self, when: float | None, cb: Callback) -> None:
         """One timer, re-armed by the supervisor to its earliest deadline (monotonic)."""
+        if self.tfd is not None and when != self._timer_at:
+            self.tfd.arm(when)
         self._timer_at = when
         self._timer_cb = cb
 
     def run_once(self, until: float | None = None) -> None:
         """Wait for one batch of events (or the timer, or ``until``) and dispatch it."""
-        wake = self._timer_at
+        wake = self._timer_at if self.tfd is None else None  # a timerfd wakes us by itself
         if until is not None and (wake is None or until < wake):
             wake = until
         if wake is None:
@@ -104,6 +113,8 @@ class SelectorReactor:
                 cb()
 
     def close(self) -> None:
+        if self.tfd is not None:
+            self.tfd.close()
         self.ep.close()
 
 
@@ -116,6 +127,10 @@ class AsyncioReactor:
         self.loop = loop
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._timer_cb: Callback | None = None
+        self.tfd = TimerFD.create()
+        if self.tfd is not None:
+            loop.add_reader(self.tfd.fd, self._on_tfd)
 
     def add_reader(self, fd: int, cb: Callback) -> None:
         self.loop.add_reader(fd, cb)
@@ -131,21 +146,37 @@ class AsyncioReactor:
 
     def call_at(self, when: float | None, cb: Callback) -> None:
         # asyncio's clock is time.monotonic(), the same as the supervisor's.
-        if when == self._timer_at and self._timer is not None:
+        if when == self._timer_at and (self.tfd is not None or self._timer is not None):
+            return
+        self._timer_at = when
+        self._timer_cb = cb
+        if self.tfd is not None:
+            self.tfd.arm(when)
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timer_at = when
         if when is not None:
-            self._timer = self.loop.call_at(when, self._fire, cb)
+            self._timer = self.loop.call_at(when, self._fire)
 
-    def _fire(self, cb: Callback) -> None:
+    def _on_tfd(self) -> None:
+        assert self.tfd is not None
+        self.tfd.drain()
+        if self._timer_at is not None and time.monotonic() >= self._timer_at:
+            self._fire()
+
+    def _fire(self) -> None:
         self._timer = None
         self._timer_at = None
-        cb()
+        cb = self._timer_cb
+        if cb is not None:
+            cb()
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.tfd is not None:
+            self.loop.remove_reader(self.tfd.fd)
+            self.tfd.close()
+            self.tfd = None
