@@ -293,7 +293,13 @@ class Supervisor:
         pool.workers.add(w)
         self.reactor.add_reader(fd, lambda: self._on_worker_readable(w))
         frame = protocol.encode({"t": "spawn", "worker": w.id, "policy": w.policy})
-        self.zchan.send(frame, os.dup(theirs.fileno()))
+        try:
+            self.zchan.send(frame, os.dup(theirs.fileno()))
+        except OSError:
+            # The zygote is gone; its EOF restarts it and respawns workers.
+            theirs.close()
+            self._close_worker(w, "boot_failed")
+            return None
         theirs.close()
         self.emit("worker_spawn", tenant=pool.name, worker=w.id)
         return w
@@ -694,6 +700,21 @@ class Supervisor:
             frame = protocol.HEADER.pack(b"SV", protocol.VERSION, protocol.KIND_JSON, len(payload)) + payload
         try:
             w.chan.send(frame)
+        except (BrokenPipeError, ConnectionResetError):
+            # The worker died before it could read the call (killed while
+            # idle, its EOF not yet seen). The call never started: run it on
+            # another worker instead of failing it.
+            if job.resent:  # need_source resend: the call may have been read
+                self.kill_worker(w, "crash")
+                return
+            w.job = None
+            job.worker = None
+            job.transition(JobState.QUEUED)
+            self._cancel(job.timer)
+            job.timer = self._push(job.deadline, "queued", job)
+            pool = self.pools[w.tenant]
+            pool.queue.appendleft(job)
+            self._worker_gone(w)
         except OSError as exc:
             self.kill_worker(w, "protocol_error", ProtocolError(f"worker stopped reading: {exc}"))
 

@@ -49,7 +49,9 @@ class JobState(IntEnum):
 
 _JOB_MOVES = {
     JobState.QUEUED: {JobState.RUNNING, JobState.DONE},
-    JobState.RUNNING: {JobState.DONE},
+    # RUNNING -> QUEUED only when the invocation never reached its worker
+    # (the worker was already dead when the frame was written): run it elsewhere.
+    JobState.RUNNING: {JobState.DONE, JobState.QUEUED},
     JobState.DONE: set(),
 }
 
@@ -77,6 +79,7 @@ class Channel:
         self.backlog = 0
         self.max_backlog = max_backlog
         self.closed = False
+        self.broken = False  # a write found the peer gone
         self.want_write: Callable[[bool], None] = lambda on: None
 
     def send(self, data: bytes, fd: int | None = None) -> None:
@@ -117,6 +120,16 @@ class Channel:
                     self.out[0][1] = None
             except BlockingIOError:
                 return
+            except OSError:
+                # The peer is gone (EPIPE/ECONNRESET). Drop the backlog; the
+                # read side sees EOF and reports the death in the usual way.
+                self.broken = True
+                for _data, pending_fd in self.out:
+                    if pending_fd is not None:
+                        os.close(pending_fd)
+                self.out.clear()
+                self.backlog = 0
+                break
             self.backlog -= sent
             if sent < len(data):
                 self.out[0][0] = memoryview(data)[sent:]

@@ -299,3 +299,17 @@ def test_standby_is_not_used_after_the_tenants_limits_change(tmp_path):
         eng.configure_tenant("acme", limits=TenantLimits(timeout=5.0, open_files=48))
         eng.debug_exec("acme", "import os\nos._exit(1)\n")  # the old worker goes
         assert eng.debug_exec("acme", probe).result == 48
+
+
+def test_call_sent_to_a_worker_that_died_while_idle_runs_elsewhere(tmp_path):
+    """The worker was SIGKILLed between calls and its EOF not yet seen: the
+    call never started there, so it runs on the replacement instead of failing."""
+    cfg = make_config(state_dir=str(tmp_path), spares_per_tenant=0)
+    with Engine(cfg) as eng:
+        first = eng.invoke("acme", source=COUNTER, path="counter.py")
+        assert first.ok
+        os.kill(first.worker["pid"], signal.SIGKILL)
+        assert wait_dead(first.worker["pid"])
+        res = eng.invoke("acme", source=COUNTER, path="counter.py")
+        assert res.ok, res.error
+        assert res.result == 1 and res.worker["pid"] != first.worker["pid"]
