@@ -41,6 +41,7 @@ __all__ = [
     "freeze",
     "guarded_apply",
     "guarded_builtins",
+    "guarded_contains",
     "guarded_getattr",
     "guarded_getitem",
     "guarded_getiter",
@@ -51,6 +52,7 @@ __all__ = [
     "guarded_mapping",
     "guarded_unpack",
     "guarded_write",
+    "guarded_yield_from",
     "script_class",
 ]
 
@@ -182,6 +184,47 @@ def _guarded_unbound_join(cls: type) -> Callable[[Any, Iterable[Any]], Any]:
 
 
 _JOINABLE = (str, bytes, bytearray)
+
+
+def _guarded_dict_update(method: Callable[..., Any]) -> Callable[..., None]:
+    def update(*args: Any, **kwargs: Any) -> None:
+        if len(args) > 1:
+            raise TypeError(f"update expected at most 1 argument, got {len(args)}")
+        method(guarded_mapping(args[0]) if args else {}, **kwargs)
+
+    return update
+
+
+def _guarded_one_iterable(method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(iterable: Any, *rest: Any) -> Any:
+        return method(guarded_getiter(iterable), *rest)
+
+    call.__name__ = call.__qualname__ = method.__name__
+    return call
+
+
+def _guarded_set_operation(method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*others: Any) -> Any:
+        return method(*[other if type(other) in (set, frozenset) else guarded_getiter(other)
+                        for other in others])
+
+    call.__name__ = call.__qualname__ = method.__name__
+    return call
+
+
+_SET_OPERATIONS = ("update", "union", "intersection", "difference", "symmetric_difference",
+                   "intersection_update", "difference_update", "symmetric_difference_update")
+
+#: Methods of the builtin containers that iterate (or read as a mapping) a
+#: foreign argument in C and keep its items: ``d.update(x)``, ``l.extend(x)``,
+#: ``{}.fromkeys(x)``, ``s.union(x)``... would put items into a container the
+#: script reads with ``.get()``/``.pop()`` without passing ``_getiter_`` (the
+#: methods-level twin of the C-iterating builtins). name -> (types, wrapper).
+_ITERATING_METHODS: dict[str, tuple[tuple[type, ...], Callable[[Callable[..., Any]], Callable[..., Any]]]] = {
+    "extend": ((list,), _guarded_one_iterable),
+    "fromkeys": ((dict,), _guarded_one_iterable),
+    **{name: ((set, frozenset), _guarded_set_operation) for name in _SET_OPERATIONS},
+}
 _DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
 _MISSING = object()
 
@@ -200,6 +243,14 @@ def guarded_getattr(obj: Any, name: Any, default: Any = _MISSING) -> Any:
             return _checked_format(obj) if name == "format" else _checked_format_map(obj)
         if isinstance(obj, type) and issubclass(obj, str):
             return _unbound_format if name == "format" else _unbound_format_map
+    if name in _SEARCH_METHODS and isinstance(obj, (list, tuple)):
+        return _guarded_search(getattr(obj, name), obj)
+    if name == "update" and isinstance(obj, dict):
+        return _guarded_dict_update(getattr(obj, "update"))
+    if name in _ITERATING_METHODS:
+        kinds, wrap = _ITERATING_METHODS[name]
+        if isinstance(obj, kinds):
+            return wrap(getattr(obj, name))
     if name == "join":
         if isinstance(obj, _JOINABLE):
             return _guarded_join(getattr(obj, "join"))
@@ -243,6 +294,62 @@ def guarded_getiter(obj: Any) -> Iterator[Any]:
     if type(obj) in _PLAIN_ITERABLES:
         return iter(obj)
     return _checked_items(iter(obj))
+
+
+#: Containers whose ``in`` never hands an element to the item's ``__eq__``:
+#: substring search, and hash lookups (a class whose ``__eq__`` the script
+#: defined is unhashable, so it cannot be looked up at all).
+_HASHED_OR_TEXT = (str, bytes, bytearray, dict, set, frozenset, type({}.keys()))
+
+
+def guarded_contains(container: Any, item: Any) -> bool:
+    """``item in container``.
+
+    A script class may define ``__eq__``; ``in`` compares every element of a
+    list, tuple or iterable with the item, and when the element's own
+    ``__eq__`` declines, Python calls the item's reflected ``__eq__`` with the
+    element: the script would see each element without ``_getiter_``. So for
+    items of script classes the elements are read through the firewall.
+    """
+    if type(item) not in _SCRIPT_CLASSES or isinstance(container, _HASHED_OR_TEXT) \
+            or type(container) in _SCRIPT_CLASSES:
+        return item in container
+    for element in guarded_getiter(container):
+        if element is item or element == item:
+            return True
+    return False
+
+
+def _guarded_search(method: Callable[..., Any], container: Any) -> Callable[..., Any]:
+    """``list.index/count/remove`` and ``tuple.index/count``: ``==`` on every element, as ``in``."""
+    def call(value: Any, *rest: Any) -> Any:
+        if type(value) in _SCRIPT_CLASSES:
+            for element in container:
+                check_value(element)
+        return method(value, *rest)
+
+    call.__name__ = call.__qualname__ = method.__name__
+    return call
+
+
+_SEARCH_METHODS = frozenset({"index", "count", "remove"})
+
+
+def guarded_yield_from(obj: Any) -> Any:
+    """What ``yield from obj`` delegates to: ``obj``'s items through the value firewall.
+
+    Generators running script code (their own ``yield from`` is guarded the
+    same way) and the firewall's own checked iterators are delegated to as
+    they are, so ``send()``/``throw()`` keep reaching a script's
+    sub-generator; anything else is iterated through ``guarded_getiter``.
+    """
+    if type(obj) is types.GeneratorType:
+        frame = obj.gi_frame
+        if (frame is None  # finished: yields nothing more
+                or obj.gi_code is _checked_items.__code__
+                or frame.f_globals.get("_getiter_") is guarded_getiter):  # compiled script code
+            return obj
+    return guarded_getiter(obj)
 
 
 def guarded_iter_unpack(it: Any, spec: Any, _getiter_: Any = guarded_getiter) -> Any:

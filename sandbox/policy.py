@@ -47,6 +47,16 @@ MAX_SOURCE_CHARS = 1_000_000
 DEFAULT_OUTPUT_BYTES = 64 * 1024
 #: Largest JSON result per invocation, when the tenant sets none.
 DEFAULT_RESULT_BYTES = 1024 * 1024
+#: What the runner hands the worker must pass the supervisor's checks of a
+#: result frame (engine.protocol: at most 10_000 log lines, an error name of
+#: at most 256 characters, an error message of at most 64 KiB, strict UTF-8).
+#: A frame that fails them gets the worker killed as hostile (protocol_error),
+#: so the runner clips to these, well inside those caps, before sending.
+MAX_LOG_LINES = 5_000
+ERROR_NAME_CHARS = 200
+ERROR_TEXT_CHARS = 16 * 1024
+#: Items kept of any list inside an error (compile problems, traceback entries).
+ERROR_LIST_ITEMS = 100
 #: Longest regular expression pattern (characters): patterns are code.
 REGEX_MAX_PATTERN = 4096
 #: Longest string a regular expression may scan (characters).
@@ -213,6 +223,8 @@ GUARDS: dict[str, tuple[Any, str]] = {
     "_getattr_": (guards.guarded_getattr, "no _-names, no frame/code/traceback/format internals; value firewall"),
     "_getitem_": (guards.guarded_getitem, "value firewall on the item"),
     "_getiter_": (guards.guarded_getiter, "value firewall on every item"),
+    "_contains_": (guards.guarded_contains, "x in y: y's elements through _getiter_ for script-class x (its __eq__)"),
+    "_yield_from_": (guards.guarded_yield_from, "yield from x: x's items through _getiter_ (next() sees them raw)"),
     "_iter_unpack_sequence_": (guards.guarded_iter_unpack, "for a, b in x: unpacking through _getiter_"),
     "_unpack_sequence_": (guards.guarded_unpack, "a, b = x: unpacking through _getiter_"),
     "_write_": (guards.guarded_write, "stores only into script-made dict/list/set/bytearray and script classes"),
@@ -303,6 +315,43 @@ class ScriptPolicy(RestrictingNodeTransformer):
             call = ast.Call(func=ast.Name("_getiter_", ast.Load()), args=[node.value], keywords=[])
             copy_locations(call, node.value)
             node.value = call
+        return node
+
+    def visit_Compare(self, node: ast.Compare) -> Any:
+        # `x in y` compares x with every element of y in C; with a script-defined
+        # __eq__ on x the elements reach the script: route it through _contains_.
+        node = self.node_contents_visit(node)
+        if not any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+            return node
+        if len(node.ops) > 1:
+            self.error(node, "chained comparisons with 'in' or 'not in' are not allowed; "
+                             "split them with 'and'")
+            return node
+        call: ast.expr = ast.Call(func=ast.Name("_contains_", ast.Load()),
+                                  args=[node.comparators[0], node.left], keywords=[])
+        copy_locations(call, node)
+        if isinstance(node.ops[0], ast.NotIn):
+            call = ast.UnaryOp(op=ast.Not(), operand=call)
+            copy_locations(call, node)
+        return call
+
+    def visit_Assign(self, node: ast.Assign) -> Any:
+        result = super().visit_Assign(node)
+        # `l[a:b] = x` iterates x in C (like l.extend(x)): through _getiter_.
+        if (result is node and len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript)
+                and isinstance(node.targets[0].slice, ast.Slice)):
+            call = ast.Call(func=ast.Name("_getiter_", ast.Load()), args=[node.value], keywords=[])
+            copy_locations(call, node.value)
+            node.value = call
+        return result
+
+    def visit_YieldFrom(self, node: ast.YieldFrom) -> Any:
+        # `yield from x` iterates x in C and hands its items to whoever resumes
+        # the generator: `next(g)` / `g.send()` never pass through _getiter_.
+        node = self.node_contents_visit(node)
+        call = ast.Call(func=ast.Name("_yield_from_", ast.Load()), args=[node.value], keywords=[])
+        copy_locations(call, node.value)
+        node.value = call
         return node
 
     def visit_keyword(self, node: ast.keyword) -> Any:

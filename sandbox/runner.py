@@ -62,6 +62,12 @@ class OutputCapture:
 
     def lines(self) -> list[str]:
         out = "".join(self._parts).splitlines()
+        # The byte cap alone allows ~64k empty lines; the supervisor refuses a
+        # result frame with more than engine.protocol.MAX_LOG_LINES of them.
+        cut = len(out) - (policy.MAX_LOG_LINES - 2)
+        if cut > 0:
+            out = out[:policy.MAX_LOG_LINES - 2]
+            out.append(f"[scriptvisor: output truncated, {cut} lines dropped]")
         if self._dropped:
             out.append(f"[scriptvisor: output truncated, {self._dropped} bytes dropped]")
         return out
@@ -116,7 +122,16 @@ class Callback:
             raise RuntimeError("callback of an invocation that has already finished")
         self._calls += 1
         if self._calls == 1:
-            self._first = self._outcome(err, value)
+            try:
+                self._first = self._outcome(err, value)
+            except Exception as exc:
+                # Script code can run inside _outcome (a property of the error
+                # read by errors.describe, a RecursionError at the stack limit).
+                # Letting it escape would leave a counted call with no outcome:
+                # the runner would then report ok=False with error=None, a frame
+                # the supervisor treats as hostile (protocol_error, worker killed).
+                self._first = _invalid_result(
+                    f"callback arguments could not be read: {type(exc).__name__}: {errors._text(exc)}")
 
     def _outcome(self, err: Any, value: Any) -> dict[str, Any]:
         if err is not None:
@@ -126,9 +141,11 @@ class Callback:
         try:
             text = json.dumps(value, allow_nan=False, ensure_ascii=False,
                               separators=(",", ":"), default=_json_default)
+            # Strict UTF-8, inside the try: a lone surrogate ("\ud800") is valid
+            # JSON text but not UTF-8, and frames to the supervisor are UTF-8.
+            size = len(text.encode("utf-8"))
         except (TypeError, ValueError, RecursionError, OverflowError) as exc:
             return _invalid_result(f"callback value is not JSON-serialisable: {errors._text(exc)}")
-        size = len(text.encode("utf-8"))
         if size > self._result_bytes:
             return _invalid_result(
                 f"callback value is {size} bytes of JSON; the limit is {self._result_bytes}",
@@ -183,6 +200,62 @@ def _exception_error(exc: BaseException, filename: str) -> dict[str, Any]:
     described = errors.describe(exc)
     return {"code": "script_error", **described, "source": "exception",
             "traceback": _script_frames(exc.__traceback__, filename)}
+
+
+def _clean_text(text: str, limit: int | None = None) -> str:
+    """``text`` as strict UTF-8-encodable text of at most ``limit`` characters."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + f"... [{len(text) - limit} characters cut]"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: the supervisor decodes frames strictly
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _clean_error(value: Any, depth: int = 0) -> Any:
+    """An error value (built here from script-controlled text) made fit for a result frame."""
+    if type(value) is str:
+        return _clean_text(value, policy.ERROR_TEXT_CHARS)
+    if value is None or type(value) in (int, bool):
+        return value
+    if type(value) is float:
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    if depth < 6 and type(value) is dict:
+        # "result" (double_callback's first outcome) was checked by Callback already
+        return {_clean_text(str(k), policy.ERROR_NAME_CHARS): v if k == "result" else _clean_error(v, depth + 1)
+                for k, v in value.items()}
+    if depth < 6 and type(value) is list:
+        items = [_clean_error(v, depth + 1) for v in value[:policy.ERROR_LIST_ITEMS]]
+        if len(value) > policy.ERROR_LIST_ITEMS:
+            items.append(f"[{len(value) - policy.ERROR_LIST_ITEMS} more cut]")
+        return items
+    return errors._text(value)
+
+
+def _wire_safe(outcome: dict[str, Any]) -> dict[str, Any]:
+    """The outcome clipped to what the supervisor accepts in a result frame.
+
+    Script-controlled text ends up in logs and errors: a lone surrogate, 64k
+    empty printed lines, a 300-character exception class name or a compile
+    error quoting a 100k-character identifier each used to make the frame
+    invalid, and the supervisor kills a worker that sends an invalid frame
+    (``protocol_error``), losing ``global_`` and the script's real error.
+    """
+    # log lines: already capped in number and bytes by OutputCapture
+    outcome["logs"] = [_clean_text(line) for line in outcome["logs"]]
+    if outcome.get("ok"):
+        outcome["error"] = None
+        return outcome
+    error = outcome.get("error")
+    if type(error) is not dict:
+        error = {"code": "invalid_result", "name": "InvalidResult",
+                 "message": "the invocation ended without a result or an error"}
+    error = _clean_error(error)
+    error["name"] = _clean_text(str(error.get("name") or "Error"), policy.ERROR_NAME_CHARS)
+    error["message"] = _clean_text(str(error.get("message") or ""), policy.ERROR_TEXT_CHARS)
+    outcome["ok"], outcome["result"], outcome["error"] = False, None, error
+    return outcome
 
 
 class Runner:
@@ -240,7 +313,7 @@ class Runner:
             callback._close()
             context.set_current(None)
         outcome["logs"] = capture.lines()
-        return outcome
+        return _wire_safe(outcome)
 
     def _run(self, path: str, source: str, source_hash: str, function: str | None,
              args: list[Any] | None, configuration: dict[str, Any] | None,

@@ -18,6 +18,8 @@ Why the limits:
 
 from __future__ import annotations
 
+import re
+
 import bcrypt as _bcrypt
 
 __all__ = ["bcrypt", "hash_password", "check_password"]
@@ -32,6 +34,13 @@ DEFAULT_ROUNDS = 10
 MAX_PASSWORD_BYTES = 72
 #: Longest accepted input string (anything longer is a mistake or an attack).
 MAX_INPUT_CHARS = 4096
+#: Highest work factor ``check`` accepts in a stored hash. The cost is read
+#: from the hash itself, so clamping ``rounds`` in ``hash`` is not enough: a
+#: "$2b$31$..." hash makes checkpw run 2**31 rounds (days) in C, where no
+#: deadline check runs; the worker would sit on a core until the supervisor's
+#: SIGKILL. 16 (~4 s) still verifies legacy hashes made above our own maximum.
+MAX_CHECK_ROUNDS = 16
+_COST = re.compile(rb"^\$2[abxy]?\$(\d\d)\$")
 
 
 def _password_bytes(password: object) -> bytes:
@@ -71,6 +80,10 @@ def check_password(password: str, hashed: str) -> bool:
         return False
     else:
         raise TypeError("hashed must be a str")
+    cost = _COST.match(hashed_b)
+    if cost is not None and int(cost.group(1)) > MAX_CHECK_ROUNDS:
+        raise ValueError(f"bcrypt hash work factor {int(cost.group(1))} is above the maximum "
+                         f"{MAX_CHECK_ROUNDS} this platform verifies")
     try:
         return bool(_bcrypt.checkpw(data, hashed_b))
     except ValueError:  # not a bcrypt hash ("Invalid salt")
