@@ -76,6 +76,10 @@ DENIED_ATTRIBUTES: frozenset[str] = frozenset({
     "obj",
     # type.mro(): the class hierarchy, the start of every subclass walk
     "mro",
+    # property construction from a descriptor found on a facade class
+    # (re.Pattern.pattern.getter(f)): ``property`` is not a builtin, so these
+    # would be the back door to running script code inside host attribute reads
+    "getter", "setter", "deleter", "fget", "fset", "fdel",
     # format-string mini language can read attributes: checked wrappers instead
     # (see _checked_format); listed so that other types' versions stay closed
     "format_field", "get_field", "get_value", "vformat",

@@ -80,11 +80,12 @@ class _PrintCollector:
     RestrictedPython contract says; everything also goes to the capture.
     """
 
-    __slots__ = ("_capture", "_text")
+    __slots__ = ("_capture", "_text", "_size")
 
     def __init__(self, capture: OutputCapture) -> None:
         self._capture = capture
         self._text: list[str] = []
+        self._size = 0
 
     def _call_print(self, *objects: Any, sep: Any = " ", end: Any = "\n", file: Any = None,
                     flush: bool = False) -> None:
@@ -93,7 +94,12 @@ class _PrintCollector:
         sep = " " if sep is None else guards._exact_name(sep)
         end = "\n" if end is None else guards._exact_name(end)
         text = sep.join(str(obj) for obj in objects) + end
-        self._text.append(text)
+        # ``printed`` is capped like the captured output: a print loop must not
+        # grow an unbounded buffer behind the script's back.
+        room = self._capture._limit - self._size
+        if room > 0:
+            self._text.append(text[:room])
+            self._size += min(len(text), room)
         self._capture.write(text)
 
     def __call__(self) -> str:

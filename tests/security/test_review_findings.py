@@ -80,7 +80,10 @@ def test_cant_leave_callback_without_outcome_by_raising_inside_it(run):
     """)
     over_the_wire(out)
     err = error_of(out)
-    assert err["code"] == "invalid_result" and "raised while the callback" in err["message"], err
+    # The descriptor trick is now refused outright ('getter' is a denied
+    # attribute); had it run, the runner would report invalid_result.
+    assert (err["code"], err["name"]) == ("script_error", "AttributeError"), err
+    assert "getter" in err["message"]
 
 
 def test_cant_get_worker_killed_with_many_printed_lines(run):
@@ -291,3 +294,33 @@ def test_cant_pin_a_worker_with_a_huge_bcrypt_cost():
             "    print('refused:', exc)\n") % ROOT
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert "refused:" in proc.stdout and "31" in proc.stdout, proc
+
+
+def test_cant_build_a_property_from_a_facade_descriptor():
+    """Layer: attribute guard (getter/setter/deleter/fget/... are denied names)."""
+    from sandbox.context import WorkerContext
+    from sandbox.runner import Runner
+
+    src = ("import re\n"
+           "def s(callback):\n"
+           "    p = re.Pattern.pattern.getter\n"
+           "    callback(None, 'reached')\n")
+    out = Runner(WorkerContext(tenant="x")).invoke(path="s.py", source=src, source_hash="prop",
+                                                    function="s", args=[], configuration={}, timeout=5)
+    assert out["ok"] is False
+    assert out["error"]["name"] in ("AttributeError", "CompileError")
+
+
+def test_cant_grow_the_printed_buffer_without_bound():
+    """Layer: output cap also bounds ``printed`` (RestrictedPython's print buffer)."""
+    from sandbox.context import WorkerContext
+    from sandbox.runner import Runner
+
+    src = ("def s(callback):\n"
+           "    for i in range(2000):\n"
+           "        print('x' * 1000)\n"
+           "    callback(None, len(printed))\n")
+    out = Runner(WorkerContext(tenant="x", limits={"output_bytes": 4096})).invoke(
+        path="s.py", source=src, source_hash="printed", function="s", args=[], configuration={}, timeout=5)
+    assert out["ok"] is True, out
+    assert out["result"] <= 4096
