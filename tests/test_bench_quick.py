@@ -55,8 +55,10 @@ def test_quick_run_writes_every_figure_and_scriptvisor_never_hangs(tmp_path) -> 
     assert chaos["count"] == 0
     assert chaos["n"] >= 200
     # Every chaos call ended with ok or a structured error code, never a hang.
+    # A worker SIGKILLed from outside is a crash, never a protocol_error (the
+    # worker broke no protocol; a call written to an already dead worker runs elsewhere).
     assert set(chaos["outcomes"]) <= {"ok"} | {f"error:{c}" for c in (
-        "crash", "protocol_error", "timeout", "engine_unavailable", "overloaded")}
+        "crash", "timeout", "engine_unavailable", "overloaded")}
     md = (tmp_path / "results.md").read_text()
     assert "## Targets" in md and "| scriptvisor |" in md
     assert (tmp_path / "samples.json").exists()
