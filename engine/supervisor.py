@@ -356,7 +356,13 @@ class Supervisor:
                 continue
             self.dispatch(w, job)
             return
-        pool.idle.append(w)
+        # The idle list is a stack: the warmest worker (its caches, its
+        # connections in global_) serves next. A fresh spare goes to the
+        # bottom so it only serves when every warm worker is busy.
+        if w.invocations == 0:
+            pool.idle.insert(0, w)
+        else:
+            pool.idle.append(w)
         self._serve_starved()
 
     def _drain_queue(self, pool: TenantPool) -> None:

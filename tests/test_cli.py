@@ -134,10 +134,6 @@ def test_bad_usage_exits_2_without_a_traceback(args: list[str]) -> None:
     assert "Traceback" not in err and err.strip()
 
 
-@pytest.mark.xfail(reason="engine bug (review 2026-11-26): an idle spare that became ready after the "
-                          "previous call is taken first (TenantPool.idle is LIFO), so consecutive lines "
-                          "can land on different workers and global_ neither persists nor resets; "
-                          "remove this mark with the fix in engine/supervisor.py _worker_free")
 def test_batch_runs_in_order_on_one_worker_and_resets_after_a_timeout() -> None:
     rc, out, err = sv("run", str(OUT / "counter.py"), "--batch", str(OUT / "counter_calls.jsonl"),
                       "--timeout", "0.5", "--json")
