@@ -1,4 +1,4 @@
-"""HTTP routes of the operator server (Starlette), documented in ``openapi.yaml``.
+"""HTTP routes of the operator server (Starlette), documented in ``openapi.json``.
 
     POST /v1/tenants/{tenant}/scripts/{script}         run scripts/<script>.py
     POST /v1/tenants/{tenant}/connection/{operation}   a custom-database operation
@@ -195,6 +195,13 @@ async def _run(
     finally:
         state.in_flight -= 1
         gauge.dec()
+    error = result.get("error") or {}
+    if error.get("code") == "bad_request":
+        # The operation refused its arguments (wrong count or type): that is a
+        # problem with the request body (422), not a result of running anything.
+        state.hub.publish(tenant.name, "result", {"invocation_id": invocation_id, **label, "ok": False,
+                                                  "status": 422, "error": error})
+        return _reject(state, tenant.name, _problem(422, "invalid_body", str(error.get("message"))))
     status, headers = _status_for(result)
     headers["X-Invocation-Id"] = invocation_id
     outcome = "ok" if result.get("ok") else str((result.get("error") or {}).get("code", "error"))

@@ -163,6 +163,14 @@ def test_connection_operations_in_legacy_mode(tmp_path: Path) -> None:
             assert r.json()["scripts_called"] == ["get_user"]
             r = c.post("/v1/tenants/shop/connection/login", json={"args": ["alice@example.com", "nope"]})
             assert r.status_code == 200 and r.json()["ok"] is False
+            # arguments the operation refuses are a request problem, not a result
+            for bad in ({"args": ["only-one"]}, {"args": [{"not": "text"}, "pw"]},
+                        {"args": ["not a user object"]}):
+                op = "signup" if bad["args"] == ["not a user object"] else "login"
+                r = c.post(f"/v1/tenants/shop/connection/{op}", json=bad)
+                assert r.status_code == 422, (bad, r.text)
+                check_openapi("post", path, r)
+                assert r.json()["error"]["code"] == "invalid_body"
         with srv.client("other") as c:
             r = c.post("/v1/tenants/shop/connection/login", json={"args": ["alice@example.com", "wonderland"]})
             assert r.status_code == 403
