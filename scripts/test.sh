@@ -37,6 +37,17 @@ if command -v mariadb >/dev/null; then
     as_root mariadb -uroot -e "CREATE DATABASE IF NOT EXISTS test" 2>/dev/null || true
 fi
 
+missing=()
+(exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null || missing+=("PostgreSQL on 127.0.0.1:5432")
+(exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null || missing+=("MariaDB on 127.0.0.1:3306")
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=("nginx")
+if [ ${#missing[@]} -gt 0 ]; then
+    printf 'scripts/test.sh: not available after install/start: %s\n' "${missing[@]}" >&2
+    exit 1
+fi
+# Here every service is up: a test that cannot reach one must fail, not skip.
+export SCRIPTVISOR_REQUIRE_SERVICES=1
+
 set +e
 .venv/bin/python -m pytest -q "$@"
 status=$?

@@ -36,9 +36,13 @@ from engine.server import auth
 from engine.tenantdir import init_tenant, seed_sqlite
 
 from .harness import Cluster, find_nginx, start_nginx, start_node
+from tests.services import unavailable
 
 NGINX = find_nginx()
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (scripts/test.sh installs nginx-light)")
+@pytest.fixture(autouse=True)
+def _nginx_present() -> None:
+    if NGINX is None:
+        unavailable("nginx is not installed (scripts/test.sh installs nginx-light)")
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TENANT = "acme"
@@ -67,7 +71,7 @@ def _fresh_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 cannot be reached: {exc}")
+        unavailable(f"PostgreSQL at 127.0.0.1:5432 cannot be reached: {exc}")
     name = f"sv_cluster_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:

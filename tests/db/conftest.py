@@ -13,6 +13,7 @@ import time
 import pytest
 
 from sandbox import context
+from tests.services import unavailable
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 MY = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
@@ -48,7 +49,7 @@ def pg_database():
     try:
         admin = psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=3, **PG)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
+        unavailable(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
     name = f"scriptvisor_test_{secrets.token_hex(4)}"
     admin.execute(f"CREATE DATABASE {name}")
     try:
@@ -65,7 +66,7 @@ def my_database():
     try:
         admin = pymysql.connect(autocommit=True, connect_timeout=3, **MY)
     except pymysql.err.OperationalError as exc:
-        pytest.skip(f"MariaDB not reachable at 127.0.0.1:3306: {exc}")
+        unavailable(f"MariaDB not reachable at 127.0.0.1:3306: {exc}")
     name = f"scriptvisor_test_{secrets.token_hex(4)}"
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE {name}")

@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from engine.userstore import UserStore
+from tests.services import unavailable
 
 psycopg = pytest.importorskip("psycopg")
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -16,7 +17,7 @@ def fresh_db():
     try:
         admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server reachable at 127.0.0.1:5432: {exc}")
+        unavailable(f"no PostgreSQL server reachable at 127.0.0.1:5432: {exc}")
     name = f"sv_race_{uuid.uuid4().hex[:10]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
