@@ -53,6 +53,20 @@ class _EngineCollector(Collector):
         for tenant, info in sorted(_tenants(stats).items()):
             depth.add_metric([tenant], float(_num(info, "queued", "queue", "queue_depth")))
         yield depth
+        # psutil figures per tenant (summed over its workers; per-pid labels
+        # would churn with every recycle).
+        memory = GaugeMetricFamily("scriptvisor_worker_memory_bytes",
+                                   "Memory of a tenant's live workers (rss, and uss: memory unique to them)",
+                                   labels=["tenant", "kind"])
+        cpu = GaugeMetricFamily("scriptvisor_worker_cpu_seconds",
+                                "CPU time used by a tenant's live workers", labels=["tenant"])
+        for tenant, info in sorted(_tenants(stats).items()):
+            workers = [w for w in (info.get("workers") or []) if isinstance(w, dict)]
+            for kind in ("rss", "uss"):
+                memory.add_metric([tenant, kind], float(sum(_num(w, kind) for w in workers)))
+            cpu.add_metric([tenant], float(sum(_num(w, "cpu_s") for w in workers)))
+        yield memory
+        yield cpu
 
 
 def _num(info: Any, *keys: str) -> float:

@@ -131,7 +131,7 @@ async def _serve(
             registry = TenantRegistry(tenants_dir, defaults=cfg.limits, on_load=on_load, on_error=on_error)
             registry.scan()
             runner, operations = _connection_runner(engine)
-            metrics = ServerMetrics(lambda: engine.stats(memory=False))
+            metrics = ServerMetrics(lambda: engine.stats(memory=True))
             engine.add_listener(metrics.on_engine_event)
             state = ServerState(
                 engine=engine, registry=registry, metrics=metrics, hub=hub, oplog=oplog,

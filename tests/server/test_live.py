@@ -106,6 +106,10 @@ def test_metrics_values_change(server: Server) -> None:
     assert metric(server, "scriptvisor_workers", state="spare") >= 1
     assert metric(server, "scriptvisor_queue_depth", tenant="beta") == 0
     assert metric(server, "scriptvisor_requests_in_flight", tenant="beta") == 0
+    # psutil figures of beta's live workers: real processes use memory
+    rss = metric(server, "scriptvisor_worker_memory_bytes", tenant="beta", kind="rss")
+    uss = metric(server, "scriptvisor_worker_memory_bytes", tenant="beta", kind="uss")
+    assert rss > uss > 0
 
 
 def test_flooding_tenant_does_not_starve_another(server: Server) -> None:
