@@ -24,23 +24,33 @@ def _limit_child() -> None:  # runs in the child between fork and exec
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def check_sources(sources: list[tuple[str, str]]) -> Iterable[tuple[str, list[dict[str, Any]]]]:
-    """Yield ``(path, problems)``; each problem has ``line``, ``column``, ``message``."""
-    if not sources:
-        return []
+def check_sources(sources: list[tuple[str, str]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``(path, problems)`` per source, in order; each problem has ``line``, ``column``, ``message``.
+
+    One child per file: a file that crashes or exhausts the compiler is
+    reported as its own problem and does not hide the others' results.
+    """
+    return [(path, _check_one(path, source)) for path, source in sources]
+
+
+def _check_one(path: str, source: str) -> list[dict[str, Any]]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": root, "LANG": "C.UTF-8"}
-    proc = subprocess.run(
-        [sys.executable, "-s", "-m", "engine.checker"],
-        input=json.dumps([[p, s] for p, s in sources]).encode(),
-        capture_output=True, env=env, preexec_fn=_limit_child, timeout=CHILD_CPU * 2,
-    )
     try:
-        reports = json.loads(proc.stdout.decode("utf-8"))
-        return [(path, problems) for path, problems in reports]
-    except ValueError:
-        why = f"the compiler process failed (status {proc.returncode})"
-        return [(path, [{"line": 0, "column": 0, "message": why}]) for path, _ in sources]
+        proc = subprocess.run(
+            [sys.executable, "-s", "-m", "engine.checker"],
+            input=json.dumps([[path, source]]).encode(),
+            capture_output=True, env=env, preexec_fn=_limit_child, timeout=CHILD_CPU * 2,
+        )
+    except subprocess.TimeoutExpired:
+        return [{"line": 0, "column": 0, "message": f"compiling took longer than {CHILD_CPU * 2} s"}]
+    try:
+        [(_path, problems)] = json.loads(proc.stdout.decode("utf-8"))
+        return problems
+    except (ValueError, UnicodeDecodeError):
+        how = (f"was killed by signal {-proc.returncode}" if proc.returncode < 0
+               else f"exited with status {proc.returncode}")
+        return [{"line": 0, "column": 0, "message": f"the compiler {how} (source too large or too complex)"}]
 
 
 def _child_main() -> None:

@@ -153,17 +153,15 @@ def check(scripts: tuple[Path, ...]) -> None:
     from .checker import check_sources
 
     problems = 0
-    sources: list[tuple[str, str]] = []
-    for path in scripts:
+    for path in scripts:  # reported in argument order
         try:
-            sources.append((str(path), load_script(path)))
+            reports = check_sources([(str(path), load_script(path))])
         except InvocationError as exc:
-            click.echo(f"{path}:0:0: {exc.message}")
-            problems += 1
-    for path, issues in check_sources(sources):
-        for issue in issues:
-            click.echo(f"{path}:{issue['line']}:{issue['column']}: {issue['message']}")
-            problems += 1
+            reports = [(str(path), [{"line": 0, "column": 0, "message": exc.message}])]
+        for shown, issues in reports:
+            for issue in issues:
+                click.echo(f"{shown}:{issue['line']}:{issue['column']}: {issue['message']}")
+                problems += 1
     if problems:
         click.echo(f"{problems} problem(s) found", err=True)
         sys.exit(EXIT_FAILED)

@@ -196,3 +196,15 @@ def test_token_create_prints_the_token_once_and_stores_only_its_hash(tmp_path: P
     assert token not in stored and "hash = " in stored
     rc, out, err = sv("token", "create", "nobody", "--tenants", str(tmp_path))
     assert rc == 2 and "Traceback" not in err
+
+
+def test_check_reports_a_compile_bomb_and_still_checks_the_other_files(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.py"
+    bomb.write_text("x = " + "-" * 100000 + "1\n")
+    rc, out, err = sv("check", str(bomb), str(OUT / "ok.py"), str(OUT / "compile_error.py"))
+    assert rc == 1
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{bomb}:")            # argument order
+    assert any(line.startswith(str(OUT / "compile_error.py")) for line in lines)
+    assert not any("ok.py" in line for line in lines)  # the good file has no problem
+    assert "Traceback" not in err

@@ -310,3 +310,18 @@ def test_call_sent_to_a_worker_that_died_while_idle_runs_elsewhere(tmp_path):
         res = eng.invoke("acme", source=COUNTER, path="counter.py")
         assert res.ok, res.error
         assert res.result == 1 and res.worker["pid"] != first.worker["pid"]
+
+
+def test_planned_recycle_by_age_between_invocations(tmp_path):
+    cfg = make_config(state_dir=str(tmp_path), max_worker_age=0.3, spares_per_tenant=0)
+    events = []
+    with Engine(cfg) as eng:
+        eng.add_listener(events.append)
+        first = eng.invoke("acme", source=COUNTER, path="counter.py")
+        assert first.ok and first.result == 1
+        # the age timer retires the idle worker on its own (no call needed)
+        assert eng.run_until(lambda: any(e["event"] == "worker_retire" and e["reason"] == "age"
+                                         for e in events), 10)
+        assert wait_dead(first.worker["pid"])
+        after = eng.invoke("acme", source=COUNTER, path="counter.py")
+        assert after.ok and after.result == 1 and after.worker["pid"] != first.worker["pid"]
