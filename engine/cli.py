@@ -16,7 +16,7 @@ import click
 
 from .config import EngineConfig, TenantLimits
 from .errors import BadRequest, InvocationError
-from .result import Result
+from .result import Result, public
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -265,7 +265,7 @@ def connection(operation: str, args: tuple[str, ...], tenant_dir: Path, as_json:
         raise click.UsageError(str(exc)) from None
     except InvocationError as exc:
         result = {**Result.failure(exc).to_dict(), "scripts_called": []}
-    click.echo(_dump(result) if as_json else format_summary(result))
+    click.echo(_dump(public(result)) if as_json else format_summary(result))
     sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
 
 

@@ -438,7 +438,7 @@ class _Run:
                     configuration=dict(self.conn.configuration), timeout=self.conn.timeout)
 
     def record(self, res: Any) -> dict[str, Any]:
-        data = res.to_dict() if hasattr(res, "to_dict") else dict(res)
+        data = res.to_dict(with_worker=True) if hasattr(res, "to_dict") else dict(res)
         self.logs.extend(data.get("logs") or [])
         self.worker = data.get("worker") or self.worker
         return data

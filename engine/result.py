@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import InvocationError
 
-__all__ = ["Result"]
+__all__ = ["PUBLIC_KEYS", "Result", "public"]
 
 
 @dataclass(slots=True)
@@ -30,13 +30,29 @@ class Result:
         """The error code, or None when ok."""
         return None if self.error is None else self.error.get("code")
 
-    def to_dict(self) -> dict[str, Any]:
-        """The ``scriptvisor run --json`` object."""
-        return {
+    def to_dict(self, *, with_worker: bool = False) -> dict[str, Any]:
+        """The ``scriptvisor run --json`` object: exactly ``PUBLIC_KEYS``.
+
+        ``with_worker`` adds the worker's pid and resource figures, for the
+        engine's own consumers (operator log, connections); they are not part
+        of the public contract.
+        """
+        out = {
             "ok": self.ok,
             "result": self.result,
             "error": self.error,
             "logs": self.logs,
             "duration_ms": round(self.duration_ms, 3),
-            "worker": self.worker,
         }
+        if with_worker:
+            out["worker"] = self.worker
+        return out
+
+
+#: The keys of the public result object (CLI ``--json``, HTTP API).
+PUBLIC_KEYS = ("ok", "result", "error", "logs", "duration_ms")
+
+
+def public(result: dict[str, Any]) -> dict[str, Any]:
+    """A result dict without the engine-internal ``worker`` figures."""
+    return {k: v for k, v in result.items() if k != "worker"}

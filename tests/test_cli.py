@@ -33,7 +33,7 @@ def run_json(*args: str) -> tuple[int, dict]:
     lines = out.splitlines()
     assert len(lines) == 1, (out, err)  # exactly one JSON object
     res = json.loads(lines[0])
-    assert RUN_KEYS <= set(res), res
+    assert set(res) == RUN_KEYS, res  # exactly the contract's keys
     assert isinstance(res["ok"], bool) and isinstance(res["logs"], list)
     assert isinstance(res["duration_ms"], float | int)
     assert "Traceback" not in err
@@ -156,7 +156,7 @@ def test_batch_bad_lines_get_a_structured_error_and_the_rest_still_run(tmp_path:
     assert lines[1]["error"]["code"] == "bad_request" and lines[1]["error"]["line"] == 2
     assert lines[2]["error"]["code"] == "bad_request" and lines[2]["error"]["line"] == 3
     assert lines[3]["ok"] is True  # its count is the business of the global_ test above
-    assert all(RUN_KEYS <= set(r) for r in lines)
+    assert all(set(r) == RUN_KEYS for r in lines)
 
 
 def test_check_prints_file_line_col_and_exits_1_on_problems() -> None:

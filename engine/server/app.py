@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from engine.errors import CODES, InvocationError
+from engine.result import public
 
 from . import auth
 from .logstream import LogHub
@@ -218,7 +219,9 @@ async def _run(
     event = {"invocation_id": invocation_id, **label, "ok": bool(result.get("ok")), "status": status,
              "error": result.get("error"), "logs": result.get("logs", []), "duration_ms": duration_ms}
     state.hub.publish(tenant.name, "result", event)
-    return JSONResponse(result, status, headers)
+    # the worker's pid and figures went to the operator log; the response is
+    # the public result object, the same as `scriptvisor run --json`
+    return JSONResponse(public(result), status, headers)
 
 
 def _reject(state: ServerState, name: str, problem: RequestProblem) -> Response:
@@ -250,7 +253,7 @@ async def invoke_script(request: Request) -> Response:
             tenant.name, path=str(path), function=None, args=args,
             configuration=dict(tenant.configuration), timeout=timeout,
         )
-        return res.to_dict()
+        return res.to_dict(with_worker=True)
 
     return await _run(state, tenant, "script", script, call)
 

@@ -45,7 +45,7 @@ def test_invoke_returns_the_result_object_and_an_invocation_id(server: Server) -
     check_openapi("post", SCRIPT, r)
     body = r.json()
     assert body["ok"] is True and body["result"] == {"a": [1, 2]} and body["error"] is None
-    assert set(body) == {"ok", "result", "error", "logs", "duration_ms", "worker"}
+    assert set(body) == {"ok", "result", "error", "logs", "duration_ms"}
     assert len(r.headers["X-Invocation-Id"]) == 32
 
 
