@@ -77,6 +77,38 @@ def test_hot_reload_of_scripts_config_and_tokens(server: Server) -> None:
         assert c.post("/v1/tenants/beta/scripts/noop", json={}).status_code == 403
 
 
+def test_script_edit_does_not_disturb_a_call_in_flight(server: Server) -> None:
+    """Hot reload: the running call finishes with the code it started with; the next one gets the edit."""
+    import threading
+
+    script = server.tenants_dir / "alpha" / "scripts" / "slow.py"
+    script.write_text(
+        "import time\n"
+        "def slow(callback):\n"
+        "    end = time.monotonic() + 0.5\n"
+        "    while time.monotonic() < end:\n"
+        "        pass\n"
+        "    callback(None, 'old')\n")
+    sse = SSEReader(server, "alpha")
+    results: list = []
+    try:
+        def call() -> None:
+            with server.client("alpha") as c:
+                results.append(c.post("/v1/tenants/alpha/scripts/slow", json={}).json())
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        kind, start = sse.next("start")  # the call is in flight now
+        assert start["script"] == "slow"
+        script.write_text("def slow(callback):\n    callback(None, 'new')\n")
+        worker.join(30)
+        assert results and results[0]["ok"] and results[0]["result"] == "old"
+        with server.client("alpha") as c:
+            assert c.post("/v1/tenants/alpha/scripts/slow", json={}).json()["result"] == "new"
+    finally:
+        sse.close()
+
+
 def test_new_tenant_folder_is_served_without_restart(server: Server) -> None:
     make_tenant(server.tenants_dir, "late")
     token = auth.create_token(server.tenants_dir, "late")
