@@ -32,3 +32,20 @@ def error_of(outcome: dict[str, Any]) -> dict[str, Any]:
     assert outcome["ok"] is False, outcome
     assert outcome["result"] is None, outcome
     return outcome["error"]
+
+
+class LeakyIterable:
+    """A host object a test plants in ``global_``: iterating, indexing or
+    mapping-unpacking it hands out a frame (what the value firewall must stop)."""
+
+    def __iter__(self):
+        yield sys._getframe()
+
+    def keys(self):
+        return ["k"]
+
+    def __getitem__(self, key):
+        return sys._getframe()
+
+    def __len__(self):
+        return 1

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.sandbox.helpers import error_of, invoke, make_runner  # noqa: E402
+from tests.sandbox.helpers import LeakyIterable, error_of, invoke, make_runner  # noqa: E402
 
 
 @pytest.fixture
@@ -349,21 +349,7 @@ ITERATING = ["tuple", "list", "sorted", "set", "frozenset", "enumerate", "revers
 def leaky_runner():
     """A runner whose global_ holds a host iterable that yields a frame object."""
     runner = make_runner()
-
-    class Leaky:
-        def __iter__(self):
-            yield sys._getframe()
-
-        def keys(self):
-            return ["k"]
-
-        def __getitem__(self, key):
-            return sys._getframe()
-
-        def __len__(self):
-            return 1
-
-    runner.global_["leaky"] = Leaky()
+    runner.global_["leaky"] = LeakyIterable()
     return runner
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 
 from engine import protocol  # noqa: E402
 from sandbox import policy  # noqa: E402
-from tests.sandbox.helpers import error_of, invoke, make_runner  # noqa: E402
+from tests.sandbox.helpers import LeakyIterable, error_of, invoke, make_runner  # noqa: E402
 
 
 @pytest.fixture
@@ -145,18 +145,7 @@ def test_cant_get_worker_killed_with_non_finite_validation_code(run):
 def leaky_run():
     """A runner whose global_ holds host objects that yield or contain a frame."""
     runner = make_runner()
-
-    class Leaky:
-        def __iter__(self):
-            yield sys._getframe()
-
-        def keys(self):
-            return ["k"]
-
-        def __getitem__(self, key):
-            return sys._getframe()
-
-    runner.global_["leaky"] = Leaky()
+    runner.global_["leaky"] = LeakyIterable()
     runner.global_["hostlist"] = [sys._getframe()]
 
     def _run(source):
