@@ -379,19 +379,21 @@ class Supervisor:
         """SIGKILL the worker and its process group, close it, fail its job with ``error``."""
         if not w.alive:
             return
+        # The pidfd names this process and no other, even if its pid has been
+        # reused; the process group (setsid: pgid == pid) is signalled only
+        # while the pidfd shows the leader alive, so a stale pgid is never hit.
+        # A worker whose pid is not known yet is only ever spawning: closing
+        # its socket below makes it exit at its first read.
         if w.pidfd is not None:
             try:
                 signal.pidfd_send_signal(w.pidfd, signal.SIGKILL)
             except OSError:
                 pass
-        if w.pid is not None:
-            try:
-                os.killpg(w.pid, signal.SIGKILL)  # the worker did setsid(): pgid == pid
-            except OSError:
-                pass
-        elif self.zchan is not None:
-            # Not yet told its pid: ask the zygote, which knows it.
-            pass
+            else:
+                try:
+                    os.killpg(w.pid, signal.SIGKILL)  # anything it forked despite seccomp
+                except OSError:
+                    pass
         job = w.job
         self._close_worker(w, reason)
         if job is not None and not job.done:
@@ -401,7 +403,6 @@ class Supervisor:
     def _close_worker(self, w: WorkerHandle, reason: str) -> None:
         if not w.alive:
             return
-        was_spawning = w.state is WorkerState.SPAWNING and w.pid is None
         w.transition(WorkerState.DEAD)
         w.exit_reason = reason
         self.reactor.remove_reader(w.chan.fd)
@@ -416,9 +417,6 @@ class Supervisor:
             pool.workers.discard(w)
             if w in pool.idle:
                 pool.idle.remove(w)
-        if was_spawning and self.zchan is not None:
-            # The zygote may fork it after all; it will be reaped and reported.
-            pass
         self.emit("worker_exit", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
         if pool is not None and reason == "evicted" and not pool.workers and self.zchan is not None:
             # The tenant lost its last worker to make room: its standby goes too.
@@ -465,8 +463,13 @@ class Supervisor:
     def _worker_gone(self, w: WorkerHandle) -> None:
         """EOF on a worker's channel: it died or closed its end on purpose."""
         if w.state is WorkerState.SPAWNING and not w.got_ready:
-            status = describe_status(w.exit_status)
-            self._boot_failed(w, f"worker exited before it was ready ({status})")
+            status = w.exit_status
+            if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+                # Killed from outside (or by the OOM killer) while booting: not
+                # a boot error of the tenant's workers, so replace it one for one.
+                self._close_worker(w, "crash")
+                return
+            self._boot_failed(w, f"worker exited before it was ready ({describe_status(status)})")
             return
         if w.state is WorkerState.EXITING:
             self._close_worker(w, w.exit_reason or "planned")
