@@ -14,9 +14,10 @@ constants.  Rules (checked by tests/security/test_reachability.py):
 * Inputs are coerced to exact builtin types and size-capped before they
   reach C code that cannot be interrupted.
 
-``time.sleep`` exists but refuses to sleep past the invocation's deadline
-(a ``ValueError`` at once rather than a ``timeout`` later): scripts may back
-off between database retries, but never park a worker beyond its deadline.
+``time`` is read-only clock functions, as the contract says: no ``sleep``.
+A script that waits only holds its worker idle against its own deadline;
+waiting for something belongs to the facade doing the I/O (database connect
+and statement timeouts come from the invocation's remaining time).
 """
 
 from __future__ import annotations
@@ -115,16 +116,6 @@ datetime = SimpleNamespace(
 # --------------------------------------------------------------------------- time
 
 
-def _sleep(seconds: Any) -> None:
-    seconds = float(seconds)
-    if seconds < 0:
-        raise ValueError("sleep length must be non-negative")
-    left = _remaining(seconds)
-    if seconds > left:
-        raise ValueError(f"sleep({seconds:g}) would pass the invocation's deadline ({left:.3f} s left)")
-    _time.sleep(seconds)
-
-
 def _strftime(fmt: Any, seconds: Any = None) -> str:
     fmt = _text(fmt, "format", _policy.STRFTIME_MAX_FORMAT)
     moment = _time.gmtime(None if seconds is None else float(seconds))
@@ -142,7 +133,7 @@ def _remaining_public() -> float:
 
 time = SimpleNamespace(
     time=_time.time, time_ns=_time.time_ns, monotonic=_time.monotonic,
-    perf_counter=_time.perf_counter, gmtime=_gmtime, strftime=_strftime, sleep=_sleep,
+    perf_counter=_time.perf_counter, gmtime=_gmtime, strftime=_strftime,
     remaining=_remaining_public,
 )
 
