@@ -543,8 +543,10 @@ class Supervisor:
         info["maxrss_kb"] = msg.stats.get("maxrss_kb")
         result = Result(msg.ok, msg.result, msg.error, msg.logs,
                         (time.monotonic() - job.submitted) * 1000.0, info)
-        self._finish(job, result)
+        # IDLE before the job is reported done, so observers of job_done (a
+        # draining close waits for busy == 0) see the pool as it now is.
         w.transition(WorkerState.IDLE)
+        self._finish(job, result)
         if self._should_recycle(w):
             self.retire_worker(w, "planned")
         else:

@@ -325,3 +325,24 @@ def test_planned_recycle_by_age_between_invocations(tmp_path):
         assert wait_dead(first.worker["pid"])
         after = eng.invoke("acme", source=COUNTER, path="counter.py")
         assert after.ok and after.result == 1 and after.worker["pid"] != first.worker["pid"]
+
+
+def test_async_graceful_close_waits_for_a_call_in_flight(tmp_path):
+    busy = ("import time\n"
+            "def busy(callback):\n"
+            "    end = time.monotonic() + 0.3\n"
+            "    while time.monotonic() < end:\n"
+            "        pass\n"
+            "    callback(None, 'finished')\n")
+
+    async def main():
+        eng = await AsyncEngine(make_config(state_dir=str(tmp_path))).start()
+        assert (await eng.invoke("acme", source=NOOP, path="noop.py")).ok  # a warm, idle worker
+        call = asyncio.ensure_future(eng.invoke("acme", source=busy, path="busy.py"))
+        await asyncio.sleep(0)  # let the task submit: an idle worker takes it at once
+        assert eng.supervisor.busy == 1
+        await asyncio.wait_for(eng.close(), 10)  # drains: must not hang on the last job
+        return await call
+
+    res = asyncio.run(main())
+    assert res.ok and res.result == "finished"
