@@ -87,7 +87,7 @@ class _Base:
             raise ConfinementUnavailable(f"required confinement layers unavailable: {detail}",
                                          layers=missing)
 
-    def _prepare(self, tenant: str, path: str | os.PathLike[str] | None, source: str | None,
+    def _prepare(self, path: str | os.PathLike[str] | None, source: str | None,
                  function: str | None) -> tuple[str, str, str]:
         if source is None:
             if path is None:
@@ -103,7 +103,7 @@ class _Base:
                 debug_code: str | None = None) -> Job:
         sup = self.supervisor
         try:
-            display, source, fn = self._prepare(tenant, path, source, function)
+            display, source, fn = self._prepare(path, source, function)
         except NotFound as exc:
             job = Job(tenant, str(path), "", "", function or "", "[]", "{}", 1.0, on_done)
             sup._finish(job, Result.failure(exc))
@@ -111,6 +111,10 @@ class _Base:
         return sup.submit(tenant, path=display, source=source, function=fn, args=list(args or ()),
                           configuration=configuration, timeout=timeout, on_done=on_done,
                           debug_code=debug_code)
+
+    def _debug_enabled(self) -> None:
+        if not self.config.debug_exec:
+            raise RuntimeError("debug_exec is disabled (EngineConfig.debug_exec)")
 
 
 class Engine(_Base):
@@ -186,8 +190,7 @@ class Engine(_Base):
 
     def debug_exec(self, tenant: str, code: str, timeout: float | None = None) -> Result:
         """Test-only: run plain Python in a confined worker (needs ``EngineConfig(debug_exec=True)``)."""
-        if not self.config.debug_exec:
-            raise RuntimeError("debug_exec is disabled (EngineConfig.debug_exec)")
+        self._debug_enabled()
         job = self._submit(tenant, None, "", "debug", [], {}, timeout, None, debug_code=code)
         return self.wait(job)
 
@@ -209,10 +212,6 @@ class Engine(_Base):
 class AsyncEngine(_Base):
     """asyncio engine: ``async with AsyncEngine() as eng: res = await eng.invoke(...)``."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
-        super().__init__(config)
-        self._idle: asyncio.Event | None = None
-
     async def start(self, timeout: float = 30.0) -> "AsyncEngine":
         loop = asyncio.get_running_loop()
         self._sup = Supervisor(self.config, AsyncioReactor(loop))
@@ -230,7 +229,8 @@ class AsyncEngine(_Base):
             await self.close(graceful=False)
             raise EngineUnavailable("the zygote did not start") from None
         finally:
-            self._sup.listeners.remove(on_event) if self._sup else None
+            if self._sup is not None:
+                self._sup.listeners.remove(on_event)
         try:
             self._check_layers()
         except ConfinementUnavailable:
@@ -247,24 +247,23 @@ class AsyncEngine(_Base):
     async def invoke(self, tenant: str, *, path: Any = None, source: str | None = None,
                      function: str | None = None, args: Iterable[Any] | None = None,
                      configuration: dict[str, Any] | None = None, timeout: float | None = None) -> Result:
+        return await self._result_of(tenant, path, source, function, args, configuration, timeout)
+
+    async def debug_exec(self, tenant: str, code: str, timeout: float | None = None) -> Result:
+        self._debug_enabled()
+        return await self._result_of(tenant, None, "", "debug", [], {}, timeout, debug_code=code)
+
+    async def _result_of(self, *submit: Any, debug_code: str | None = None) -> Result:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
         def done(job: Job) -> None:
             if not fut.done():
                 fut.set_result(job.result)  # type: ignore[arg-type]
 
-        self._submit(tenant, path, source, function, args, configuration, timeout, done)
+        self._submit(*submit, done, debug_code=debug_code)
         # A cancelled caller does not cancel the invocation: it finishes (or
         # times out) in its worker and its result is dropped.
         return await asyncio.shield(fut)
-
-    async def debug_exec(self, tenant: str, code: str, timeout: float | None = None) -> Result:
-        if not self.config.debug_exec:
-            raise RuntimeError("debug_exec is disabled (EngineConfig.debug_exec)")
-        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._submit(tenant, None, "", "debug", [], {}, timeout,
-                     lambda job: fut.done() or fut.set_result(job.result), debug_code=code)
-        return await fut
 
     async def close(self, graceful: bool = True) -> None:
         sup = self._sup
