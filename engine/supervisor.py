@@ -98,6 +98,10 @@ class TenantPool:
     def count(self, state: WorkerState) -> int:
         return sum(1 for w in self.workers if w.state is state)
 
+    def has_slot(self) -> bool:
+        """May one more of this tenant's calls run now (``max_concurrency``)?"""
+        return self.count(WorkerState.BUSY) < self.limits.max_concurrency
+
 
 _digests: dict[str, str] = {}
 
@@ -350,7 +354,7 @@ class Supervisor:
     def _worker_free(self, w: WorkerHandle) -> None:
         """``w`` is IDLE with no job: give it the next queued one, or park it."""
         pool = self.pools[w.tenant]
-        while pool.queue and pool.count(WorkerState.BUSY) < pool.limits.max_concurrency:
+        while pool.queue and pool.has_slot():
             job = pool.queue.popleft()
             if job.done:
                 continue
@@ -367,7 +371,7 @@ class Supervisor:
 
     def _drain_queue(self, pool: TenantPool) -> None:
         """A busy slot opened (a worker was killed or retired): hand queued jobs to idle workers."""
-        while pool.queue and pool.idle and pool.count(WorkerState.BUSY) < pool.limits.max_concurrency:
+        while pool.queue and pool.idle and pool.has_slot():
             w = pool.idle.pop()
             job = pool.queue.popleft()
             if job.done:
@@ -659,7 +663,7 @@ class Supervisor:
             pool.boot_failures = MAX_BOOT_FAILURES - 1  # one more try for a new request
         # Spares exist to replace killed workers at once, not to raise the
         # tenant's concurrency: a call beyond max_concurrency waits in the queue.
-        while pool.idle and pool.count(WorkerState.BUSY) < pool.limits.max_concurrency:
+        while pool.idle and pool.has_slot():
             w = pool.idle.pop()
             if w.state is WorkerState.IDLE:
                 self.dispatch(w, job)
