@@ -312,9 +312,7 @@ class ScriptPolicy(RestrictingNodeTransformer):
     def visit_Starred(self, node: ast.Starred) -> Any:
         node = self.node_contents_visit(node)
         if isinstance(node.ctx, ast.Load):
-            call = ast.Call(func=ast.Name("_getiter_", ast.Load()), args=[node.value], keywords=[])
-            copy_locations(call, node.value)
-            node.value = call
+            node.value = self._hook_call("_getiter_", node.value)
         return node
 
     def visit_Compare(self, node: ast.Compare) -> Any:
@@ -340,35 +338,32 @@ class ScriptPolicy(RestrictingNodeTransformer):
         # `l[a:b] = x` iterates x in C (like l.extend(x)): through _getiter_.
         if (result is node and len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript)
                 and isinstance(node.targets[0].slice, ast.Slice)):
-            call = ast.Call(func=ast.Name("_getiter_", ast.Load()), args=[node.value], keywords=[])
-            copy_locations(call, node.value)
-            node.value = call
+            node.value = self._hook_call("_getiter_", node.value)
         return result
 
     def visit_YieldFrom(self, node: ast.YieldFrom) -> Any:
         # `yield from x` iterates x in C and hands its items to whoever resumes
         # the generator: `next(g)` / `g.send()` never pass through _getiter_.
         node = self.node_contents_visit(node)
-        call = ast.Call(func=ast.Name("_yield_from_", ast.Load()), args=[node.value], keywords=[])
-        copy_locations(call, node.value)
-        node.value = call
+        node.value = self._hook_call("_yield_from_", node.value)
         return node
 
     def visit_keyword(self, node: ast.keyword) -> Any:
         node = self.node_contents_visit(node)
         if node.arg is None:  # f(**mapping)
-            node.value = self._guard_mapping(node.value)
+            node.value = self._hook_call("_guarded_mapping_", node.value)
         return node
 
     def visit_Dict(self, node: ast.Dict) -> Any:
         node = self.node_contents_visit(node)
-        node.values = [self._guard_mapping(value) if key is None else value
+        node.values = [self._hook_call("_guarded_mapping_", value) if key is None else value
                        for key, value in zip(node.keys, node.values)]
         return node
 
     @staticmethod
-    def _guard_mapping(value: ast.expr) -> ast.expr:
-        call = ast.Call(func=ast.Name("_guarded_mapping_", ast.Load()), args=[value], keywords=[])
+    def _hook_call(hook: str, value: ast.expr) -> ast.expr:
+        """``hook(value)``, placed where ``value`` is (hook: a name from ``GUARDS``)."""
+        call = ast.Call(func=ast.Name(hook, ast.Load()), args=[value], keywords=[])
         copy_locations(call, value)
         return call
 
