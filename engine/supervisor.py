@@ -35,6 +35,8 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+from sandbox import worker as sandbox_worker
+
 from . import protocol
 from .config import EngineConfig, TenantLimits
 from .errors import (
@@ -59,7 +61,11 @@ MAX_BOOT_FAILURES = 3
 #: evictions are not: the pool target decides those).
 REPLACED = frozenset({"crash", "timeout", "protocol_error", "zygote_exit"})
 
-EXIT_NAMES = {3: "worker boot error", 4: "confinement failed", 5: "protocol error from supervisor"}
+EXIT_NAMES = {
+    sandbox_worker.EXIT_BOOT_ERROR: "worker boot error",
+    sandbox_worker.EXIT_CONFINEMENT_FAILED: "confinement failed",
+    sandbox_worker.EXIT_PROTOCOL: "protocol error from supervisor",
+}
 
 
 def describe_status(status: int | None) -> dict[str, Any]:

@@ -50,10 +50,6 @@ from typing import Any
 
 from engine import protocol
 
-EXIT_CODES = {
-    "ok": 0,
-    "boot_error": 3,
-}
 
 
 def _standby_key(policy: dict[str, Any]) -> str:
@@ -207,7 +203,9 @@ class Zygote:
         return pid
 
     def _child(self, fd: int, keep: set[int], policy: dict[str, Any], standby: bool = False) -> None:
-        code = 3
+        from sandbox import worker  # preloaded: a dict lookup
+
+        code = worker.EXIT_BOOT_ERROR
         try:
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
@@ -225,14 +223,12 @@ class Zygote:
                     os.closerange(low, k)
                     low = k + 1
             os.closerange(low, 1 << 16)
-            code = 4
+            code = worker.EXIT_CONFINEMENT_FAILED
             if policy.get("confine") and self.confine is not None:
                 self.confine.apply(policy)
             else:
                 os.setsid()
-            code = 3
-            from sandbox import worker
-
+            code = worker.EXIT_BOOT_ERROR
             if standby:
                 worker.standby(fd, policy)
             else:
