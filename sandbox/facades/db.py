@@ -313,6 +313,14 @@ def _row(mapping: Any) -> dict:
     return {str(k): _to_script(v) for k, v in mapping.items()}
 
 
+def _fetch_capped(cur: Any) -> list:
+    """The cursor's rows; more than ``MAX_ROWS`` is an error, not a truncation."""
+    fetched = cur.fetchmany(MAX_ROWS + 1)
+    if len(fetched) > MAX_ROWS:
+        raise DatabaseError(f"query returned more than {MAX_ROWS} rows; add a LIMIT")
+    return fetched
+
+
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:500] or type(exc).__name__
@@ -548,16 +556,13 @@ class SqliteConnection(_Connection):
     def _run(self, sql: str, params: Any, rows: bool, budget: float) -> Any:
         self._stmt_deadline = time.monotonic() + budget
         self._interrupted = False
-        self._budget_used = budget
         cur = self._raw.execute(sql, params)
         try:
             if rows:
                 if cur.description is None:
                     return []
                 names = [d[0] for d in cur.description]
-                fetched = cur.fetchmany(MAX_ROWS + 1)
-                if len(fetched) > MAX_ROWS:
-                    raise DatabaseError(f"query returned more than {MAX_ROWS} rows; add a LIMIT")
+                fetched = _fetch_capped(cur)
                 return [_row(dict(zip(names, r))) for r in fetched]
             self._last_insert_id = cur.lastrowid
             return cur.rowcount
@@ -652,9 +657,7 @@ class PostgresConnection(_Connection):
             if rows:
                 if cur.description is None:
                     return []
-                fetched = cur.fetchmany(MAX_ROWS + 1)
-                if len(fetched) > MAX_ROWS:
-                    raise DatabaseError(f"query returned more than {MAX_ROWS} rows; add a LIMIT")
+                fetched = _fetch_capped(cur)
                 return [_row(r) for r in fetched]
             return cur.rowcount
 
@@ -716,9 +719,7 @@ class MysqlConnection(_Connection):
             if rows:
                 if cur.description is None:
                     return []
-                fetched = cur.fetchmany(MAX_ROWS + 1)
-                if len(fetched) > MAX_ROWS:
-                    raise DatabaseError(f"query returned more than {MAX_ROWS} rows; add a LIMIT")
+                fetched = _fetch_capped(cur)
                 return [_row(r) for r in fetched]
             self._last_insert_id = cur.lastrowid
             return cur.rowcount
