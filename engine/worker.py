@@ -82,17 +82,28 @@ class Channel:
         self.broken = False  # a write found the peer gone
         self.want_write: Callable[[bool], None] = lambda on: None
 
+    def _write(self, data: bytes | memoryview, fd: int | None) -> int:
+        """Send what the socket takes now. A passed fd travels with the first byte; ours is then closed."""
+        if fd is None:
+            return self.sock.send(data)
+        sent = socket.send_fds(self.sock, [data], [fd])
+        os.close(fd)
+        return sent
+
+    def _drop_backlog(self) -> None:
+        for _data, fd in self.out:
+            if fd is not None:
+                os.close(fd)
+        self.out.clear()
+        self.backlog = 0
+
     def send(self, data: bytes, fd: int | None = None) -> None:
         if self.closed:
             return
         if not self.out:
             try:
-                if fd is None:
-                    sent = self.sock.send(data)
-                else:
-                    sent = socket.send_fds(self.sock, [data], [fd])
-                    os.close(fd)
-                    fd = None
+                sent = self._write(data, fd)
+                fd = None
             except BlockingIOError:
                 sent = 0
             if sent == len(data):
@@ -112,23 +123,15 @@ class Channel:
         while self.out:
             data, fd = self.out[0]
             try:
-                if fd is None:
-                    sent = self.sock.send(data)
-                else:
-                    sent = socket.send_fds(self.sock, [data], [fd])
-                    os.close(fd)
-                    self.out[0][1] = None
+                sent = self._write(data, fd)
+                self.out[0][1] = None
             except BlockingIOError:
                 return
             except OSError:
                 # The peer is gone (EPIPE/ECONNRESET). Drop the backlog; the
                 # read side sees EOF and reports the death in the usual way.
                 self.broken = True
-                for _data, pending_fd in self.out:
-                    if pending_fd is not None:
-                        os.close(pending_fd)
-                self.out.clear()
-                self.backlog = 0
+                self._drop_backlog()
                 break
             self.backlog -= sent
             if sent < len(data):
@@ -153,10 +156,7 @@ class Channel:
         if self.closed:
             return
         self.closed = True
-        for _data, fd in self.out:
-            if fd is not None:
-                os.close(fd)
-        self.out.clear()
+        self._drop_backlog()
         self.sock.close()
 
 
