@@ -273,6 +273,11 @@ class Runner:
         self.global_: dict[str, Any] = {}
         self._codes: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._builtins = policy.make_builtins()
+        #: Globals every invocation gets unchanged: the guard hooks and the injected errors.
+        self._fixed_globals: dict[str, Any] = {
+            **{name: hook for name, (hook, _reason) in policy.GUARDS.items()},
+            **errors.INJECTED_ERRORS,
+        }
         limits = ctx.limits or {}
         self._output_bytes = int(limits.get("output_bytes", policy.DEFAULT_OUTPUT_BYTES))
         self._result_bytes = int(limits.get("result_bytes", policy.DEFAULT_RESULT_BYTES))
@@ -376,7 +381,5 @@ class Runner:
             "configuration": guards.freeze(dict(configuration or {})),
             "global_": self.global_,
         }
-        for name, (hook, _reason) in policy.GUARDS.items():
-            scope[name] = hook
-        scope.update(errors.INJECTED_ERRORS)
+        scope.update(self._fixed_globals)
         return scope
