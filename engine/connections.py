@@ -519,26 +519,39 @@ async def run_operation_on_async(engine: Any, conn: Connection, operation: str,
 # tenant folders
 
 
+def connection_of(tenant: Any, *, tenant_name: str | None = None, store: UserStore | None = None,
+                  dsn: str | None = None) -> Connection:
+    """The Connection of an already loaded ``engine.server.tenants.Tenant``."""
+    from engine.userstore import open_store
+
+    name = tenant_name or tenant.name
+    if store is None:
+        store = open_store(name, str(tenant.state_dir), dsn=dsn)
+    return Connection(tenant=name, scripts_dir=tenant.scripts_dir, configuration=dict(tenant.configuration),
+                      import_users=tenant.import_users, store=store, name=f"{name}-custom-database")
+
+
 def connection_for(tenant_dir: str | os.PathLike[str], *, tenant_name: str | None = None,
                    store: UserStore | None = None, dsn: str | None = None) -> tuple[Connection, Any]:
     """(Connection, engine.server.tenants.Tenant) for a tenant folder (tenant.toml validated)."""
     from engine.server.tenants import load_tenant
-    from engine.userstore import open_store
 
     tenant = load_tenant(Path(tenant_dir))
-    name = tenant_name or tenant.name
-    if store is None:
-        store = open_store(name, str(tenant.state_dir), dsn=dsn)
-    conn = Connection(tenant=name, scripts_dir=tenant.scripts_dir, configuration=dict(tenant.configuration),
-                      import_users=tenant.import_users, store=store, name=f"{name}-custom-database")
-    return conn, tenant
+    return connection_of(tenant, tenant_name=tenant_name, store=store, dsn=dsn), tenant
 
 
-async def run_operation_async(engine: Any, tenant_dir: str | os.PathLike[str], operation: str,
+async def run_operation_async(engine: Any, tenant: Any, operation: str,
                               args: list[Any], *, tenant_name: str | None = None) -> dict[str, Any]:
-    """For the operator server: ``engine`` is its AsyncEngine, the tenant already configured."""
+    """For the operator server: ``engine`` is its AsyncEngine, the tenant already configured.
+
+    ``tenant`` is the server's loaded ``Tenant`` (its tenant.toml is not read
+    again per request) or a tenant folder, which is loaded here.
+    """
     try:
-        conn, _ = connection_for(tenant_dir, tenant_name=tenant_name)
+        if isinstance(tenant, (str, os.PathLike)):
+            conn, _ = connection_for(tenant, tenant_name=tenant_name)
+        else:
+            conn = connection_of(tenant, tenant_name=tenant_name)
     except UserStoreError as exc:
         return _store_unavailable(exc)
     return await run_operation_on_async(engine, conn, operation, args)

@@ -94,7 +94,8 @@ def _make_connection_runner(connections: Any, engine: Any) -> tuple[Any, frozens
         return None, frozenset()
 
     async def runner(tenant: Tenant, operation: str, args: list[Any]) -> dict[str, Any]:
-        return await run_async(engine, tenant.root, operation, args, tenant_name=tenant.name)
+        # the registry's Tenant, already validated: no tenant.toml re-read per request
+        return await run_async(engine, tenant, operation, args)
 
     return runner, operations
 
