@@ -229,7 +229,6 @@ _ITERATING_METHODS: dict[str, tuple[tuple[type, ...], Callable[[Callable[..., An
     "fromkeys": ((dict,), _guarded_one_iterable),
     **{name: ((set, frozenset), _guarded_set_operation) for name in _SET_OPERATIONS},
 }
-_DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
 _MISSING = object()
 
 
