@@ -61,16 +61,20 @@ def _text(value: Any, what: str, limit: int | None = None) -> str:
     return value
 
 
+def _bytes(value: Any, what: str, limit: int) -> bytes:
+    """``value`` (bytes or bytearray) as exact ``bytes`` of at most ``limit`` bytes."""
+    value = bytes(value)
+    if len(value) > limit:
+        raise ValueError(f"{what} is {len(value)} bytes; the limit is {limit}")
+    return value
+
+
 def _binary(value: Any, what: str) -> bytes:
     if isinstance(value, str):
         value = str.__str__(value).encode("utf-8")
-    elif isinstance(value, (bytes, bytearray)):
-        value = bytes(value)
-    else:
+    elif not isinstance(value, (bytes, bytearray)):
         raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
-    if len(value) > _policy.BINARY_MAX_BYTES:
-        raise ValueError(f"{what} is {len(value)} bytes; the limit is {_policy.BINARY_MAX_BYTES}")
-    return value
+    return _bytes(value, what, _policy.BINARY_MAX_BYTES)
 
 
 # --------------------------------------------------------------------------- json
@@ -118,8 +122,7 @@ datetime = SimpleNamespace(
 
 def _strftime(fmt: Any, seconds: Any = None) -> str:
     fmt = _text(fmt, "format", _policy.STRFTIME_MAX_FORMAT)
-    moment = _time.gmtime(None if seconds is None else float(seconds))
-    return _time.strftime(fmt, moment)
+    return _time.strftime(fmt, _gmtime(seconds))
 
 
 def _gmtime(seconds: Any = None) -> Any:
@@ -171,10 +174,7 @@ def _match_timeout() -> float:
 
 def _subject(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
-        value = bytes(value)
-        if len(value) > _policy.REGEX_MAX_INPUT:
-            raise ValueError(f"regex input is {len(value)} bytes; the limit is {_policy.REGEX_MAX_INPUT}")
-        return value
+        return _bytes(value, "regex input", _policy.REGEX_MAX_INPUT)
     return _text(value, "regex input", _policy.REGEX_MAX_INPUT)
 
 
@@ -225,9 +225,7 @@ class Pattern:
             self._p = pattern._p
             return
         if isinstance(pattern, (bytes, bytearray)):
-            pattern = bytes(pattern)
-            if len(pattern) > _policy.REGEX_MAX_PATTERN:
-                raise ValueError(f"regex pattern is {len(pattern)} bytes; the limit is {_policy.REGEX_MAX_PATTERN}")
+            pattern = _bytes(pattern, "regex pattern", _policy.REGEX_MAX_PATTERN)
         else:
             pattern = _text(pattern, "regex pattern", _policy.REGEX_MAX_PATTERN)
         self._p = _regex.compile(pattern, int(flags) | _regex.VERSION0)
