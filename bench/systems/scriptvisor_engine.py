@@ -10,11 +10,10 @@ the figure is kill -> the replacement has said "ready" over its socket.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 from .base import BLOB_BYTES, System, WatchdogExpired, ms_since
 
@@ -161,15 +160,7 @@ class ScriptvisorSystem(System):
             raise RuntimeError(f"{len(bad)} of {batch} calls failed: {bad[0]}")
         return rate
 
-    # -- chaos -----------------------------------------------------------------
-    def chaos_target(self, rng: random.Random) -> Callable[[], int | None]:
-        pids = self.worker_pids()
-        if self.last_pid in pids and rng.random() < 0.7:
-            victim: int | None = self.last_pid
-        else:
-            victim = rng.choice(pids) if pids else None
-        return lambda: victim
-
+    # -- chaos (System.chaos and System.chaos_target drive this) ----------------
     def chaos_call(self, use_blob: bool, timeout: float, grace: float) -> str:
         if use_blob:
             res = self._call(BLOB, "blob", [BLOB_BYTES], timeout=timeout, watchdog=timeout + grace)
@@ -180,9 +171,5 @@ class ScriptvisorSystem(System):
         code = (res.error or {}).get("code")
         if not code:
             raise RuntimeError(f"unstructured failure: {res.error!r}")
+        # an "error:..." outcome is returned, not raised: System.chaos reports it as is
         return f"error:{code}"
-
-    def chaos(self, killer: Any, rng: random.Random, timeout: float, grace: float) -> dict[str, Any]:
-        out = super().chaos(killer, rng, timeout, grace)
-        # An "error:..." outcome from chaos_call is returned, not raised.
-        return out
