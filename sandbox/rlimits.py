@@ -24,14 +24,14 @@ def limits_for(limits: dict[str, Any], *, per_uid: bool) -> list[tuple[str, int,
     threads) when the worker runs under its tenant's own uid.
     """
     cpu = max(1, int(limits.get("cpu_seconds", 60)))
+    memory = int(limits.get("memory_mb", 512)) * MiB
+    files = int(limits.get("open_files", 64))
+    file_size = int(limits.get("file_size_mb", 16)) * MiB
     out = [
-        ("RLIMIT_AS", resource.RLIMIT_AS, int(limits.get("memory_mb", 512)) * MiB,
-         int(limits.get("memory_mb", 512)) * MiB),
+        ("RLIMIT_AS", resource.RLIMIT_AS, memory, memory),
         ("RLIMIT_CPU", resource.RLIMIT_CPU, cpu, cpu + 1),
-        ("RLIMIT_NOFILE", resource.RLIMIT_NOFILE, int(limits.get("open_files", 64)),
-         int(limits.get("open_files", 64))),
-        ("RLIMIT_FSIZE", resource.RLIMIT_FSIZE, int(limits.get("file_size_mb", 16)) * MiB,
-         int(limits.get("file_size_mb", 16)) * MiB),
+        ("RLIMIT_NOFILE", resource.RLIMIT_NOFILE, files, files),
+        ("RLIMIT_FSIZE", resource.RLIMIT_FSIZE, file_size, file_size),
         ("RLIMIT_CORE", resource.RLIMIT_CORE, 0, 0),
         ("RLIMIT_MEMLOCK", resource.RLIMIT_MEMLOCK, 0, 0),
     ]
@@ -42,7 +42,7 @@ def limits_for(limits: dict[str, Any], *, per_uid: bool) -> list[tuple[str, int,
 
 
 def apply(limits: dict[str, Any], *, per_uid: bool) -> None:
-    """Set every limit; raises ``(name, OSError/ValueError)`` wrapped by the caller."""
+    """Set every limit; a refused one raises ``RlimitError`` (name, values, cause)."""
     for name, res, soft, hard in limits_for(limits, per_uid=per_uid):
         try:
             resource.setrlimit(res, (soft, hard))
