@@ -187,7 +187,7 @@ class Ruleset:
             if not os.path.isdir(path):
                 access &= _FILE_RIGHTS
             attr = _PathBeneathAttr(access & self.handled_fs, pfd)
-            _call("landlock_add_rule", ctypes.c_long(_numbers()[0] + 1),  # type: ignore[index]
+            _call("landlock_add_rule", ctypes.c_long(_numbers()[1]),  # type: ignore[index]
                   ctypes.c_int(self.fd), ctypes.c_int(_RULE_PATH_BENEATH),
                   ctypes.byref(attr), ctypes.c_uint32(0))
         finally:
@@ -201,7 +201,7 @@ class Ruleset:
         if not 0 <= int(port) <= 65535:
             raise ValueError(f"not a TCP port: {port!r}")
         attr = _NetPortAttr(access, int(port))
-        _call("landlock_add_rule", ctypes.c_long(_numbers()[0] + 1),  # type: ignore[index]
+        _call("landlock_add_rule", ctypes.c_long(_numbers()[1]),  # type: ignore[index]
               ctypes.c_int(self.fd), ctypes.c_int(_RULE_NET_PORT),
               ctypes.byref(attr), ctypes.c_uint32(0))
 
