@@ -44,16 +44,11 @@ _COST = re.compile(rb"^\$2[abxy]?\$(\d\d)\$")
 
 
 def _password_bytes(password: object) -> bytes:
-    if type(password) is str:
-        if len(password) > MAX_INPUT_CHARS:
-            raise ValueError("password too long")
-        data = password.encode("utf-8")
-    elif type(password) is bytes:
-        if len(password) > MAX_INPUT_CHARS:
-            raise ValueError("password too long")
-        data = password
-    else:
+    if type(password) not in (str, bytes):
         raise TypeError("password must be a str")
+    if len(password) > MAX_INPUT_CHARS:
+        raise ValueError("password too long")
+    data = password.encode("utf-8") if type(password) is str else password
     return data[:MAX_PASSWORD_BYTES]
 
 
