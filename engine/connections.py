@@ -114,7 +114,8 @@ class Outcome:
     ok: bool
     result: Any = None
     error: dict[str, Any] | None = None
-    from_platform_store: bool | None = None
+    #: True when the answer came from the platform store; reported in migration mode only.
+    from_platform_store: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -197,29 +198,27 @@ def op_login(conn: Connection, email: str, password: str) -> OpGen:
     # without a password by verify/change_email, whose password is still there).
     res = yield Invoke("login", [stored.email if stored else email, password])
     if not res["ok"]:
-        return Outcome(False, error=res["error"], from_platform_store=False if conn.import_users else None)
+        return Outcome(False, error=res["error"])
     if res["result"] is None:  # a migration that was ended: login is a no-op
-        out = _wrong_credentials(email, False)
-        out.from_platform_store = False if conn.import_users else None
-        return out
+        return _wrong_credentials(email, False)
     try:
         profile = yield from _profile(conn, email, res["result"], "login")
         if stored is not None:
             check_same_user(email, profile["user_id"], "login", (stored.user_id, "the platform store"))
     except ContractViolation as exc:
-        return Outcome(False, error=exc.to_dict(), from_platform_store=False if conn.import_users else None)
+        return Outcome(False, error=exc.to_dict())
     if not conn.import_users:
         return Outcome(True, profile)
     password_hash = yield Blocking(conn.store.hash, (password,))
     if stored is not None:
         yield Blocking(conn.store.set_password_hash, (stored.user_id, password_hash))
         stored.password_hash = password_hash
-        return Outcome(True, stored.public_profile(), from_platform_store=False, extra={"migrated": True})
+        return Outcome(True, stored.public_profile(), extra={"migrated": True})
     new = StoredUser(user_id=profile["user_id"], email=profile.get("email") or email,
                      password_hash=password_hash, email_verified=bool(profile.get("email_verified", False)),
                      profile=profile, source="migrated")
     kept = yield Blocking(conn.store.insert, (new,))
-    return Outcome(True, kept.public_profile(), from_platform_store=False, extra={"migrated": True})
+    return Outcome(True, kept.public_profile(), extra={"migrated": True})
 
 
 def op_get_user(conn: Connection, email: str) -> OpGen:
@@ -229,10 +228,7 @@ def op_get_user(conn: Connection, email: str) -> OpGen:
         if stored is not None:
             return Outcome(True, stored.public_profile(), from_platform_store=True)
     failure, profile = yield from _call_get_user(conn, email)
-    if failure is not None:
-        failure.from_platform_store = False if conn.import_users else None
-        return failure
-    return Outcome(True, profile, from_platform_store=False if conn.import_users else None)
+    return failure if failure is not None else Outcome(True, profile)
 
 
 def op_signup(conn: Connection, user: Any) -> OpGen:
@@ -385,10 +381,9 @@ def _stored_or_imported(conn: Connection, email: str, *,
         return stored
     failure, profile = yield from _call_get_user(conn, email)
     if failure is not None:
-        failure.from_platform_store = False
         return failure
     if profile is None:
-        return Outcome(True, False, from_platform_store=False)  # unknown user: nothing changed
+        return Outcome(True, False)  # unknown user: nothing changed
     new = StoredUser(user_id=profile["user_id"], email=profile.get("email") or email,
                      password_hash=password_hash, email_verified=bool(profile.get("email_verified", False)),
                      profile=profile, source="imported")
@@ -455,7 +450,7 @@ class _Run:
             "scripts_called": self.scripts,
         }
         if self.conn.import_users:
-            out["from_platform_store"] = bool(outcome.from_platform_store)
+            out["from_platform_store"] = outcome.from_platform_store
         out.update(outcome.extra)
         return out
 
@@ -474,8 +469,6 @@ def _failed(run: _Run, exc: Exception) -> dict[str, Any]:
         outcome = _error(EngineUnavailable, str(exc), name="UserStoreUnavailable")
     else:
         raise exc
-    if run.conn.import_users:
-        outcome.from_platform_store = False
     return run.finish(outcome)
 
 
