@@ -259,7 +259,8 @@ def _wire_safe(outcome: dict[str, Any]) -> dict[str, Any]:
                  "message": "the invocation ended without a result or an error"}
     error = _clean_error(error)
     error["name"] = _clean_text(str(error.get("name") or "Error"), policy.ERROR_NAME_CHARS)
-    error["message"] = _clean_text(str(error.get("message") or ""), policy.ERROR_TEXT_CHARS)
+    if type(error.get("message")) is not str:  # a str was clipped by _clean_error already
+        error["message"] = _clean_text(str(error.get("message") or ""), policy.ERROR_TEXT_CHARS)
     outcome["ok"], outcome["result"], outcome["error"] = False, None, error
     return outcome
 
