@@ -20,6 +20,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from engine.server.tenants import TENANT_NAME
 from sandbox.facades.crypto import DEFAULT_ROUNDS, hash_password
 
 __all__ = ["SCRIPTS", "TEMPLATES", "TEMPLATES_DIR", "InitError", "init_tenant", "seed_sqlite"]
@@ -34,7 +35,6 @@ EXAMPLE_USERS = (
     ("alice@example.com", "wonderland", "alice", True),
     ("bob@example.com", "builder", "bob", False),
 )
-_TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 class InitError(Exception):
@@ -77,7 +77,7 @@ def init_tenant(tenant_dir: str | os.PathLike[str], template: str, import_users:
     if not source.is_dir():
         raise InitError(f"template folder {source} is missing (is this a source checkout?)")
     root = Path(tenant_dir)
-    if not _TENANT_NAME.match(root.resolve().name):
+    if not TENANT_NAME.match(root.resolve().name):
         raise InitError(f"tenant folder name {root.resolve().name!r} is not a valid tenant name: "
                         "use lowercase letters, digits, '-' and '_' (it becomes the tenant name)")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):

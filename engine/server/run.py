@@ -198,19 +198,18 @@ def serve(
     )
 
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-
-
 def ensure_example_scripts() -> Path:
     """Copy the sqlite templates into the example tenant when they are missing.
 
     The example's scripts *are* the sqlite templates; keeping a second copy
     in the repository would let the two drift apart.
     """
+    from engine.tenantdir import TEMPLATES_DIR
+
     example = EXAMPLE_TENANTS / "example"
     scripts = example / "scripts"
     scripts.mkdir(parents=True, exist_ok=True)
-    for src in sorted((TEMPLATES / "sqlite").glob("*.py")) + [TEMPLATES / "sqlite" / "schema.sql"]:
+    for src in sorted((TEMPLATES_DIR / "sqlite").glob("*.py")) + [TEMPLATES_DIR / "sqlite" / "schema.sql"]:
         dest = scripts / src.name if src.suffix == ".py" else example / src.name
         if not dest.exists():
             dest.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
