@@ -1,6 +1,6 @@
 """One system per process: the harness's hands inside each measured system.
 
-Run as ``python -m bench.driver NAME``.  Reads one JSON command per line on
+Run as ``python -m scriptvisor.bench.driver NAME``.  Reads one JSON command per line on
 stdin and answers one JSON line on a private copy of stdout (fd 1 itself is
 pointed at stderr, so anything a pool's child prints cannot corrupt the
 protocol).  Keeping each system in its own process means its threads, its
@@ -23,8 +23,8 @@ __all__ = ["main"]
 
 class Driver:
     def __init__(self, name: str) -> None:
-        from bench.systems import load
-        from bench.systems.base import Killer
+        from scriptvisor.bench.systems import load
+        from scriptvisor.bench.systems.base import Killer
 
         self.system = load(name)
         self.killer = Killer()
@@ -62,7 +62,7 @@ class Driver:
 
 
 def _serve(name: str, out: TextIO) -> int:
-    from bench.systems.base import WatchdogExpired
+    from scriptvisor.bench.systems.base import WatchdogExpired
 
     def reply(obj: dict[str, Any]) -> None:
         out.write(json.dumps(obj) + "\n")

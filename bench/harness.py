@@ -38,10 +38,9 @@ class DriverProc:
     def __init__(self, name: str, log_path: str) -> None:
         self.name = name
         env = dict(os.environ)
-        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.driver", name],
+            [sys.executable, "-m", "scriptvisor.bench.driver", name],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

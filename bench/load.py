@@ -33,7 +33,6 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 NOOP = "def noop(callback):\n    callback(None, None)\n"
 
@@ -46,8 +45,8 @@ def percentile(sorted_ms: list[float], q: float) -> float:
 
 
 def make_tenants(root: Path) -> str:
-    from engine.server.auth import create_token
-    from engine.tenantdir import init_tenant
+    from scriptvisor.engine.server.auth import create_token
+    from scriptvisor.engine.tenantdir import init_tenant
 
     folder = init_tenant(root / "bench", "sqlite", import_users=False)
     (folder / "scripts" / "noop.py").write_text(NOOP)
@@ -60,10 +59,10 @@ def make_tenants(root: Path) -> str:
 
 
 def start_server(tenants: Path) -> tuple[subprocess.Popen[str], str]:
-    code = "import sys; from engine.server.run import serve; sys.exit(serve(sys.argv[1], '127.0.0.1', 0, log_file=sys.argv[2]))"
+    code = "import sys; from scriptvisor.engine.server.run import serve; sys.exit(serve(sys.argv[1], '127.0.0.1', 0, log_file=sys.argv[2]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(tenants), str(tenants / "oplog.jsonl")],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, text=True,
+        cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, text=True,
     )
     line = proc.stdout.readline()
     if "listening on " not in line:

@@ -1,6 +1,6 @@
 """``scriptvisor bench recycle``: the whole benchmark, one function.
 
-    python -m bench.recycle --quick --out /tmp/bench
+    python -m scriptvisor.bench.recycle --quick --out /tmp/bench
 
 writes ``results.json`` (summaries), ``samples.json`` (raw samples for
 re-plotting), ``results.md`` (tables, ratios, target verdicts), CDF PNGs
@@ -123,7 +123,7 @@ def main(quick: bool = False, out_dir: str = "bench-results", figures: list[str]
 
 
 def _cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.recycle", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m scriptvisor.bench.recycle", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small counts, well under a minute")
     p.add_argument("--out", default="bench-results", help="output directory")
     p.add_argument("--figure", action="append", dest="figures", help=f"one of {', '.join(GROUPS)} (repeatable)")

@@ -5,7 +5,7 @@ EOF only after the kernel has unmapped the memory it inherited.  This probe
 forks children from a parent that imported nothing, the sandbox, or
 everything the zygote preloads, SIGKILLs each child and times kill -> EOF.
 
-    python -m bench.teardown [--n 200]
+    python -m scriptvisor.bench.teardown [--n 200]
 
 Each configuration runs in a fresh interpreter so the imports do not mix.
 """
@@ -19,9 +19,9 @@ import sys
 
 CONFIGS = {
     "bare interpreter": "",
-    "sandbox (runner + stdlib facades)": "sandbox.runner,sandbox.facades.stdlib",
+    "sandbox (runner + stdlib facades)": "scriptvisor.sandbox.runner,scriptvisor.sandbox.facades.stdlib",
     "full zygote preload (+ db drivers, bcrypt, confine)":
-        "sandbox.runner,sandbox.facades.stdlib,sandbox.facades.crypto,sandbox.facades.db,sandbox.confine,sandbox.worker",
+        "scriptvisor.sandbox.runner,scriptvisor.sandbox.facades.stdlib,scriptvisor.sandbox.facades.crypto,scriptvisor.sandbox.facades.db,scriptvisor.sandbox.confine,scriptvisor.sandbox.worker",
 }
 
 _PROBE = r"""

@@ -3,7 +3,7 @@
 
 Why: docs/scaling.md sizes a node by "memory per worker"; this script is how
 that number is obtained, so an operator can re-measure on their own machine
-and scripts.  It starts a real node (``python -m engine.cli serve``, port 0,
+and scripts.  It starts a real node (``python -m scriptvisor.engine.cli serve``, port 0,
 the bundled example tenant unless ``--tenants`` is given), makes ``--calls``
 SQLite login calls through HTTP, then reads every process of the node's tree
 with psutil.  USS (unique set size) is what a process costs on its own: pages
@@ -48,10 +48,10 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=20)
     opts = ap.parse_args()
 
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--port", "0"]
+    cmd = [sys.executable, "-m", "scriptvisor.engine.cli", "serve", "--port", "0"]
     if opts.tenants:
         cmd += ["--tenants", opts.tenants]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()

@@ -2,7 +2,7 @@
 
 Embed it::
 
-    from engine import Engine
+    from scriptvisor.engine import Engine
     with Engine() as eng:
         res = eng.invoke("acme", path="login.py", args=["a@example.com", "pw"])
         print(res.ok, res.result, res.error)
@@ -34,8 +34,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"engine.{module}"), name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 

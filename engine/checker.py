@@ -34,11 +34,10 @@ def check_sources(sources: list[tuple[str, str]]) -> list[tuple[str, list[dict[s
 
 
 def _check_one(path: str, source: str) -> list[dict[str, Any]]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": root, "LANG": "C.UTF-8"}
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     try:
         proc = subprocess.run(
-            [sys.executable, "-s", "-m", "engine.checker"],
+            [sys.executable, "-s", "-m", "scriptvisor.engine.checker"],
             input=json.dumps([[path, source]]).encode(),
             capture_output=True, env=env, preexec_fn=_limit_child, timeout=CHILD_CPU * 2,
         )
@@ -54,7 +53,7 @@ def _check_one(path: str, source: str) -> list[dict[str, Any]]:
 
 
 def _child_main() -> None:
-    from sandbox.policy import CompileFailure, compile_script
+    from scriptvisor.sandbox.policy import CompileFailure, compile_script
 
     out = []
     for path, source in json.loads(sys.stdin.buffer.read().decode("utf-8")):

@@ -285,7 +285,7 @@ def bench() -> None:
 def bench_recycle(quick: bool, out_dir: str, figures: tuple[str, ...], systems: tuple[str, ...],
                   n: int | None) -> None:
     """Recycle latency, overshoot, overhead, throughput, idle cost and chaos hangs, side by side."""
-    from bench.recycle import main as run_bench
+    from scriptvisor.bench.recycle import main as run_bench
 
     sys.exit(run_bench(quick, out_dir, list(figures) or None, list(systems) or None, n))
 

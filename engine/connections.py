@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator, Mapping
 
-from engine.contract import check_same_user, normalize_profile
-from engine.errors import BadRequest, ContractViolation, EngineUnavailable, InvocationError, ScriptError
-from engine.userstore import StoredUser, UserStore, UserStoreError
+from scriptvisor.engine.contract import check_same_user, normalize_profile
+from scriptvisor.engine.errors import BadRequest, ContractViolation, EngineUnavailable, InvocationError, ScriptError
+from scriptvisor.engine.userstore import StoredUser, UserStore, UserStoreError
 
 __all__ = [
     "OPERATIONS",
@@ -515,7 +515,7 @@ async def run_operation_on_async(engine: Any, conn: Connection, operation: str,
 def connection_of(tenant: Any, *, tenant_name: str | None = None, store: UserStore | None = None,
                   dsn: str | None = None) -> Connection:
     """The Connection of an already loaded ``engine.server.tenants.Tenant``."""
-    from engine.userstore import open_store
+    from scriptvisor.engine.userstore import open_store
 
     name = tenant_name or tenant.name
     if store is None:
@@ -527,7 +527,7 @@ def connection_of(tenant: Any, *, tenant_name: str | None = None, store: UserSto
 def connection_for(tenant_dir: str | os.PathLike[str], *, tenant_name: str | None = None,
                    store: UserStore | None = None, dsn: str | None = None) -> tuple[Connection, Any]:
     """(Connection, engine.server.tenants.Tenant) for a tenant folder (tenant.toml validated)."""
-    from engine.server.tenants import load_tenant
+    from scriptvisor.engine.server.tenants import load_tenant
 
     tenant = load_tenant(Path(tenant_dir))
     return connection_of(tenant, tenant_name=tenant_name, store=store, dsn=dsn), tenant
@@ -564,7 +564,7 @@ def run_operation(tenant_dir: str | os.PathLike[str], operation: str, args: list
     folder and ``BadRequest`` for an unknown operation or wrong arguments
     (both are usage errors: exit status 2).
     """
-    from engine import Engine, EngineConfig
+    from scriptvisor.engine import Engine, EngineConfig
 
     if operation not in OPERATION_FUNCS:
         raise BadRequest(f"unknown operation {operation!r} (known: {', '.join(OPERATIONS)})")

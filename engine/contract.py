@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine.errors import ContractViolation
+from scriptvisor.engine.errors import ContractViolation
 
 __all__ = ["MAX_USER_ID_CHARS", "check_same_user", "normalize_profile"]
 

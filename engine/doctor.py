@@ -11,7 +11,7 @@ import platform
 import sys
 from typing import Any
 
-from sandbox import confine, landlock
+from scriptvisor.sandbox import confine, landlock
 
 __all__ = ["layers", "missing", "run_doctor"]
 

@@ -35,7 +35,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from sandbox import worker as sandbox_worker
+from scriptvisor.sandbox import worker as sandbox_worker
 
 from . import protocol
 from .config import EngineConfig, TenantLimits
@@ -174,13 +174,13 @@ class Supervisor:
 
     def start_zygote(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         # A scrubbed environment: nothing of the supervisor's (secrets) reaches
-        # the zygote, hence no worker.
+        # the zygote, hence no worker.  The zygote finds ``scriptvisor`` where
+        # this interpreter does (site-packages, or an editable install's finder).
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-               "PYTHONPATH": root, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
         self.zygote = subprocess.Popen(
-            [sys.executable, "-s", "-m", "engine.zygote", str(theirs.fileno())],
+            [sys.executable, "-s", "-m", "scriptvisor.engine.zygote", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, cwd="/",
         )

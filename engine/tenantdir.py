@@ -14,19 +14,21 @@ database holds ``alice@example.com`` / ``wonderland`` (and ``bob@example.com``
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 import shutil
 import sqlite3
 from pathlib import Path
 
-from engine.server.tenants import TENANT_NAME
-from sandbox.facades.crypto import DEFAULT_ROUNDS, hash_password
+from scriptvisor.engine.server.tenants import TENANT_NAME
+from scriptvisor.sandbox.facades.crypto import DEFAULT_ROUNDS, hash_password
 
 __all__ = ["SCRIPTS", "TEMPLATES", "TEMPLATES_DIR", "InitError", "init_tenant", "seed_sqlite"]
 
-#: Where the shipped templates live (a source checkout / editable install).
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+#: Where the shipped templates live: package data of ``scriptvisor.templates``
+#: (the repository's ``templates/`` in a checkout, site-packages in a wheel).
+TEMPLATES_DIR = Path(str(importlib.resources.files("scriptvisor.templates")))
 TEMPLATES = ("sqlite", "postgres", "mysql")
 #: The seven action scripts every template ships.
 SCRIPTS = ("login", "get_user", "create", "verify", "change_password", "delete", "change_email")
@@ -75,7 +77,7 @@ def init_tenant(tenant_dir: str | os.PathLike[str], template: str, import_users:
         raise InitError(f"unknown template {template!r} (choose one of: {', '.join(TEMPLATES)})")
     source = TEMPLATES_DIR / template
     if not source.is_dir():
-        raise InitError(f"template folder {source} is missing (is this a source checkout?)")
+        raise InitError(f"template folder {source} is missing: the installation is incomplete; reinstall scriptvisor")
     root = Path(tenant_dir)
     if not TENANT_NAME.match(root.resolve().name):
         raise InitError(f"tenant folder name {root.resolve().name!r} is not a valid tenant name: "

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.facades.crypto import DEFAULT_ROUNDS, check_password, hash_password
+from scriptvisor.sandbox.facades.crypto import DEFAULT_ROUNDS, check_password, hash_password
 
 __all__ = ["StoredUser", "UserStore", "UserStoreError", "open_store"]
 

@@ -2,7 +2,7 @@
 
 Contract
 --------
-* **Started once** by the supervisor with ``python -s -m engine.zygote FD``
+* **Started once** by the supervisor with ``python -s -m scriptvisor.engine.zygote FD``
   (fork+exec, so it inherits nothing of a grown supervisor), a scrubbed
   environment and one descriptor: its control socket.  It never starts a
   thread, so ``fork()`` here is always safe.
@@ -48,7 +48,7 @@ import sys
 import time
 from typing import Any
 
-from engine import protocol
+from scriptvisor.engine import protocol
 
 
 
@@ -85,18 +85,18 @@ class Zygote:
 
     # -- preload ----------------------------------------------------------
     def preload(self) -> None:
-        import sandbox.runner  # noqa: F401 - the point is to import it now
-        import sandbox.worker  # noqa: F401
-        from sandbox import facades
+        import scriptvisor.sandbox.runner  # noqa: F401 - the point is to import it now
+        import scriptvisor.sandbox.worker  # noqa: F401
+        from scriptvisor.sandbox import facades
 
         failed = facades.preload()
         for name in failed:
             self.log("warning", f"facade {name!r} failed to load; scripts cannot import it")
         try:
-            from sandbox import confine
+            from scriptvisor.sandbox import confine
         except ImportError as exc:
             self.confine = None
-            self.layers = {"confinement": [False, f"sandbox.confine unavailable: {exc}"]}
+            self.layers = {"confinement": [False, f"scriptvisor.sandbox.confine unavailable: {exc}"]}
         else:
             self.confine = confine
             try:
@@ -104,9 +104,9 @@ class Zygote:
             except Exception as exc:  # report, never degrade silently
                 self.layers = {"confinement": [False, f"layer probe failed: {exc}"]}
         # Warm the compiler and the runner's code paths once.
-        from sandbox.context import WorkerContext
+        from scriptvisor.sandbox.context import WorkerContext
 
-        warm = sandbox.runner.Runner(WorkerContext(tenant="__zygote__"))
+        warm = scriptvisor.sandbox.runner.Runner(WorkerContext(tenant="__zygote__"))
         warm.invoke(path="warmup.py", source="def warmup(callback):\n    callback(None, 1)\n",
                     source_hash="warmup", function="warmup", args=[], configuration={}, timeout=5.0)
         del warm
@@ -203,7 +203,7 @@ class Zygote:
         return pid
 
     def _child(self, fd: int, keep: set[int], policy: dict[str, Any], standby: bool = False) -> None:
-        from sandbox import worker  # preloaded: a dict lookup
+        from scriptvisor.sandbox import worker  # preloaded: a dict lookup
 
         code = worker.EXIT_BOOT_ERROR
         try:

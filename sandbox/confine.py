@@ -28,7 +28,7 @@ import signal
 import sys
 from typing import Any
 
-from sandbox import landlock, rlimits, seccomp
+from scriptvisor.sandbox import landlock, rlimits, seccomp
 
 __all__ = [
     "ConfinementFailed",
@@ -245,8 +245,8 @@ def _read_only_paths() -> list[str]:
     """Interpreter, stdlib, site-packages and our own packages; computed once."""
     global _read_only
     if _read_only is None:
-        import engine
-        import sandbox
+        from scriptvisor import engine
+        from scriptvisor import sandbox
 
         prefixes = {os.path.realpath(p) for p in
                     (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}

@@ -583,7 +583,7 @@ def guarded_import(name: Any, globals: Any = None, locals: Any = None,
     lookups for names it lacks; so every name in ``fromlist`` must be a
     public attribute of the facade, checked here, before that happens.
     """
-    from sandbox import facades  # late: facades import this module's helpers
+    from scriptvisor.sandbox import facades  # late: facades import this module's helpers
 
     name = _exact_name(name)
     if level != 0 or name not in facades.FACADES:

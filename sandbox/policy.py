@@ -22,7 +22,7 @@ from typing import Any
 
 from RestrictedPython.transformer import RestrictingNodeTransformer, copy_locations
 
-from sandbox import guards
+from scriptvisor.sandbox import guards
 
 __all__ = [
     "BUILTINS",
@@ -279,7 +279,7 @@ class ScriptPolicy(RestrictingNodeTransformer):
 
     # imports -------------------------------------------------------------
     def _check_facade_name(self, node: ast.AST, module: str | None) -> None:
-        from sandbox.facades import FACADES
+        from scriptvisor.sandbox.facades import FACADES
 
         if not module or module not in FACADES:
             self.error(node, f'import of "{module}" is not allowed; importable: '

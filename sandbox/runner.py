@@ -23,7 +23,7 @@ import types
 from collections import OrderedDict
 from typing import Any
 
-from sandbox import context, errors, guards, policy
+from scriptvisor.sandbox import context, errors, guards, policy
 
 __all__ = ["Callback", "OutputCapture", "Runner"]
 

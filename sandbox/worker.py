@@ -21,8 +21,8 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
-from engine import protocol
-from sandbox import context
+from scriptvisor.engine import protocol
+from scriptvisor.sandbox import context
 
 __all__ = ["EXIT_OK", "EXIT_BOOT_ERROR", "EXIT_CONFINEMENT_FAILED", "EXIT_PROTOCOL", "serve", "standby"]
 
@@ -111,7 +111,7 @@ def _debug_exec(code: str, channel_fd: int) -> dict[str, Any]:
 
 def _boot(policy: dict[str, Any]) -> tuple[context.WorkerContext, Any]:
     """Build the worker's context and runner (before or after receiving the channel)."""
-    from sandbox.runner import Runner  # preloaded by the zygote; import is a dict lookup
+    from scriptvisor.sandbox.runner import Runner  # preloaded by the zygote; import is a dict lookup
 
     ctx = context.WorkerContext(
         tenant=policy["tenant"],

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from bench.recycle import main
-from bench.stats import summarize
-from bench.systems import ALL_SYSTEMS, missing_requirement
+from scriptvisor.bench.recycle import main
+from scriptvisor.bench.stats import summarize
+from scriptvisor.bench.systems import ALL_SYSTEMS, missing_requirement
 
 LATENCY_KEYS = ("recycle_ms", "overshoot_ms", "next_after_timeout_ms", "warm_overhead_ms")
 SUMMARY_KEYS = {"p50", "p90", "p99", "p99.9", "max", "n"}

@@ -22,8 +22,8 @@ RUN_KEYS = {"ok", "result", "error", "logs", "duration_ms"}
 
 
 def sv(*args: str, cwd: Path = ROOT) -> tuple[int, str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env,
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "scriptvisor.engine.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
     return proc.returncode, proc.stdout, proc.stderr
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import doctor
-from engine.config import EngineConfig
-from engine.uids import UidMap, UidRangeExhausted, tenant_ids
-from sandbox import confine, landlock, rlimits, seccomp
+from scriptvisor.engine import doctor
+from scriptvisor.engine.config import EngineConfig
+from scriptvisor.engine.uids import UidMap, UidRangeExhausted, tenant_ids
+from scriptvisor.sandbox import confine, landlock, rlimits, seccomp
 
 sys.path.insert(0, str(Path(__file__).parent / "security"))
 import _os_harness as harness  # noqa: E402

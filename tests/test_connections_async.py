@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from engine import AsyncEngine, EngineConfig, TenantLimits
-from engine.connections import run_operation_async
-from engine.tenantdir import init_tenant
-from engine.userstore import close_stores
+from scriptvisor.engine import AsyncEngine, EngineConfig, TenantLimits
+from scriptvisor.engine.connections import run_operation_async
+from scriptvisor.engine.tenantdir import init_tenant
+from scriptvisor.engine.userstore import close_stores
 
 
 def test_async_migration_login_and_concurrent_operations(tmp_path):

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.tenantdir import SCRIPTS, TEMPLATES, TEMPLATES_DIR
+from scriptvisor.engine.tenantdir import SCRIPTS, TEMPLATES, TEMPLATES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def sv(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env,
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "scriptvisor.engine.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -75,7 +75,7 @@ def test_legacy_signup_through_the_cli(tmp_path):
 
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_every_template_passes_check(template):
-    from engine.checker import check_sources
+    from scriptvisor.engine.checker import check_sources
 
     sources = [(f"{template}/{s}.py", (TEMPLATES_DIR / template / f"{s}.py").read_text()) for s in SCRIPTS]
     problems = {path: issues for path, issues in check_sources(sources) if issues}
@@ -83,8 +83,8 @@ def test_every_template_passes_check(template):
 
 
 def test_init_writes_a_tenant_the_server_loads(tmp_path):
-    from engine.server.tenants import load_tenant
-    from engine.tenantdir import init_tenant
+    from scriptvisor.engine.server.tenants import load_tenant
+    from scriptvisor.engine.tenantdir import init_tenant
 
     for template in TEMPLATES:
         root = init_tenant(tmp_path / f"t-{template}", template, import_users=(template == "postgres"),

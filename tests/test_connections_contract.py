@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from engine.contract import normalize_profile
-from engine.errors import ContractViolation
+from scriptvisor.engine.contract import normalize_profile
+from scriptvisor.engine.errors import ContractViolation
 from tests.db.conftest import engine, make_tenant  # noqa: F401  (fixtures: real engine, tenant folders)
 
 
@@ -70,7 +70,7 @@ def mode(request):
 
 
 def test_missing_user_id_from_a_script_is_a_contract_violation(engine, make_tenant, mode):
-    from engine.connections import run_operation_on
+    from scriptvisor.engine.connections import run_operation_on
 
     conn = make_tenant("sqlite", mode, scripts=_scripts('{"email": email}'))
     res = run_operation_on(engine, conn, "login", ["a@example.com", "pw"])
@@ -80,7 +80,7 @@ def test_missing_user_id_from_a_script_is_a_contract_violation(engine, make_tena
 
 
 def test_login_and_get_user_disagreeing_on_user_id(engine, make_tenant, mode):
-    from engine.connections import run_operation_on
+    from scriptvisor.engine.connections import run_operation_on
 
     conn = make_tenant("sqlite", mode, scripts=_scripts('{"user_id": "u-2", "email": email}'))
     assert run_operation_on(engine, conn, "get_user", ["a@example.com"])["result"]["user_id"] == "u-1"
@@ -93,7 +93,7 @@ def test_login_and_get_user_disagreeing_on_user_id(engine, make_tenant, mode):
 
 
 def test_id_and_metadata_aliases_through_the_engine(engine, make_tenant):
-    from engine.connections import run_operation_on
+    from scriptvisor.engine.connections import run_operation_on
 
     conn = make_tenant("sqlite", True, scripts=_scripts('{"id": 42, "email": email, "metadata": {"plan": "pro"}}',
                                                          '{"id": 42, "email": email}'))
@@ -106,7 +106,7 @@ def test_id_and_metadata_aliases_through_the_engine(engine, make_tenant):
 
 def test_ended_migration_login_is_a_no_op(engine, make_tenant):
     """Ending a migration: login/get_user call back (None, None); unknown users stay unknown."""
-    from engine.connections import run_operation_on
+    from scriptvisor.engine.connections import run_operation_on
 
     conn = make_tenant("sqlite", True, scripts=_scripts("None", "None"))
     res = run_operation_on(engine, conn, "login", ["a@example.com", "pw"])
@@ -115,8 +115,8 @@ def test_ended_migration_login_is_a_no_op(engine, make_tenant):
 
 
 def test_missing_script_and_bad_arguments_are_structured(engine, make_tenant):
-    from engine.connections import run_operation_on
-    from engine.errors import BadRequest
+    from scriptvisor.engine.connections import run_operation_on
+    from scriptvisor.engine.errors import BadRequest
 
     conn = make_tenant("sqlite", False, scripts=_scripts('{"user_id": "1"}', "None"))
     res = run_operation_on(engine, conn, "signup", [{"email": "n@example.com", "password": "pw"}])

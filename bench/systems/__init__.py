@@ -49,7 +49,7 @@ def _fresh() -> System:
 
 #: name -> (modules it needs, factory). Order is the report's column order.
 ALL_SYSTEMS: dict[str, tuple[tuple[str, ...], Callable[[], System]]] = {
-    "scriptvisor": (("engine",), _scriptvisor),
+    "scriptvisor": (("scriptvisor.engine",), _scriptvisor),
     "pebble_fork": (("pebble",), _pebble("fork")),
     "pebble_forkserver": (("pebble",), _pebble("forkserver")),
     "billiard": (("billiard",), _billiard),

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from bench import tasks
+from scriptvisor.bench import tasks
 
 __all__ = ["BLOB_BYTES", "Killer", "System", "WatchdogExpired", "ms_since"]
 

@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
-from bench import tasks
+from scriptvisor.bench import tasks
 
 from .base import System, WatchdogExpired
 

@@ -26,7 +26,7 @@ BLOB = "def blob(size, callback):\n    callback(None, 'x' * size)\n"
 
 class ScriptvisorSystem(System):
     name = "scriptvisor"
-    requires = ("engine",)
+    requires = ("scriptvisor.engine",)
     notes = {
         "recycle_ms": "SIGKILL of the idle worker(s) -> worker_ready event of the replacement (engine listener)",
         "next_after_timeout_ms": "the next call runs on the pre-forked spare",
@@ -41,7 +41,7 @@ class ScriptvisorSystem(System):
 
     # -- lifecycle -------------------------------------------------------------
     def start(self, workers: int) -> None:
-        from engine import Engine, EngineConfig, TenantLimits
+        from scriptvisor.engine import Engine, EngineConfig, TenantLimits
 
         self.workers = workers
         self.tenant = f"bench{workers}"

@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from engine.errors import CODES, InvocationError
-from engine.result import public
+from scriptvisor.engine.errors import CODES, InvocationError
+from scriptvisor.engine.result import public
 
 from . import auth
 from .logstream import LogHub

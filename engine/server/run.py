@@ -21,7 +21,9 @@ workers on the way out).
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -31,7 +33,7 @@ from typing import Any
 
 import uvicorn
 
-from engine.config import EngineConfig
+from scriptvisor.engine.config import EngineConfig
 
 from . import auth
 from .app import DEFAULT_MAX_BODY, ServerState, create_app
@@ -41,10 +43,30 @@ from .node import NodeHeader, node_id
 from .oplog import OperatorLog
 from .tenants import Tenant, TenantConfigError, TenantRegistry
 
-__all__ = ["EXAMPLE_TENANTS", "EXAMPLE_TOKEN", "serve"]
+__all__ = ["EXAMPLE_SOURCE", "EXAMPLE_TENANTS", "EXAMPLE_TOKEN", "serve"]
+
+#: The bundled example as shipped: package data of ``scriptvisor.examples``.
+EXAMPLE_SOURCE = Path(str(importlib.resources.files("scriptvisor.examples"))) / "tenants"
+
+
+def _example_home() -> Path:
+    """Where the example tenant is served from (it writes its data and state).
+
+    In a source checkout (a ``pyproject.toml`` beside ``examples/``) that is the
+    checkout itself, as the README shows; an installed wheel never writes into
+    site-packages, so there it is a copy under ``$SCRIPTVISOR_HOME`` (default
+    ``$XDG_DATA_HOME/scriptvisor`` or ``~/.local/share/scriptvisor``).
+    """
+    if (EXAMPLE_SOURCE.parent.parent / "pyproject.toml").is_file():
+        return EXAMPLE_SOURCE
+    home = os.environ.get("SCRIPTVISOR_HOME") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share"),
+        "scriptvisor")
+    return Path(home) / "example-tenants"
+
 
 #: The bundled example (served when no tenants folder is given).
-EXAMPLE_TENANTS = Path(__file__).resolve().parents[2] / "examples" / "tenants"
+EXAMPLE_TENANTS = _example_home()
 #: Token whose hash ships in the example tenant.toml, so the README's curl
 #: session works as printed.  Never reuse it: run `scriptvisor token create`.
 EXAMPLE_TOKEN = "example-token-change-me"
@@ -81,7 +103,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _connection_runner(engine: Any) -> tuple[Any, frozenset[str]]:
     """Adapter to ``engine.connections`` when that module is available."""
     try:
-        from engine import connections
+        from scriptvisor.engine import connections
     except ImportError:
         return None, frozenset()
     return _make_connection_runner(connections, engine)
@@ -110,7 +132,7 @@ async def _serve(
     max_body: int,
     announce: str | None,
 ) -> int:
-    from engine import AsyncEngine  # the engine package imports lazily: CLI start-up stays fast
+    from scriptvisor.engine import AsyncEngine  # the engine package imports lazily: CLI start-up stays fast
 
     loop = asyncio.get_running_loop()
     oplog = OperatorLog(log_file)
@@ -204,9 +226,13 @@ def ensure_example_scripts() -> Path:
     The example's scripts *are* the sqlite templates; keeping a second copy
     in the repository would let the two drift apart.
     """
-    from engine.tenantdir import TEMPLATES_DIR
+    from scriptvisor.engine.tenantdir import TEMPLATES_DIR
 
     example = EXAMPLE_TENANTS / "example"
+    if not (example / "tenant.toml").exists():
+        example.mkdir(parents=True, exist_ok=True)
+        for name in ("tenant.toml", "README.md"):
+            shutil.copyfile(EXAMPLE_SOURCE / "example" / name, example / name)
     scripts = example / "scripts"
     scripts.mkdir(parents=True, exist_ok=True)
     for src in sorted((TEMPLATES_DIR / "sqlite").glob("*.py")) + [TEMPLATES_DIR / "sqlite" / "schema.sql"]:
@@ -226,7 +252,7 @@ def ensure_example() -> Path:
     data = EXAMPLE_TENANTS / "example" / "data"
     db = data / "legacy.db"
     if not db.exists():
-        from engine.tenantdir import seed_sqlite
+        from scriptvisor.engine.tenantdir import seed_sqlite
 
         data.mkdir(parents=True, exist_ok=True)
         tmp = data / "legacy.db.seeding"

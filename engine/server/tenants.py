@@ -45,7 +45,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from engine.config import TenantLimits
+from scriptvisor.engine.config import TenantLimits
 
 __all__ = [
     "SCRIPT_NAME",

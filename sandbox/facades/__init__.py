@@ -18,22 +18,22 @@ __all__ = ["FACADES", "load", "preload"]
 
 FACADES: dict[str, str] = {
     # standard library, narrowed
-    "json": "sandbox.facades.stdlib:json",
-    "datetime": "sandbox.facades.stdlib:datetime",
-    "time": "sandbox.facades.stdlib:time",
-    "math": "sandbox.facades.stdlib:math",
-    "re": "sandbox.facades.stdlib:re",
-    "hashlib": "sandbox.facades.stdlib:hashlib",
-    "hmac": "sandbox.facades.stdlib:hmac",
-    "secrets": "sandbox.facades.stdlib:secrets",
-    "uuid": "sandbox.facades.stdlib:uuid",
-    "base64": "sandbox.facades.stdlib:base64",
-    "log": "sandbox.facades.stdlib:log",
+    "json": "scriptvisor.sandbox.facades.stdlib:json",
+    "datetime": "scriptvisor.sandbox.facades.stdlib:datetime",
+    "time": "scriptvisor.sandbox.facades.stdlib:time",
+    "math": "scriptvisor.sandbox.facades.stdlib:math",
+    "re": "scriptvisor.sandbox.facades.stdlib:re",
+    "hashlib": "scriptvisor.sandbox.facades.stdlib:hashlib",
+    "hmac": "scriptvisor.sandbox.facades.stdlib:hmac",
+    "secrets": "scriptvisor.sandbox.facades.stdlib:secrets",
+    "uuid": "scriptvisor.sandbox.facades.stdlib:uuid",
+    "base64": "scriptvisor.sandbox.facades.stdlib:base64",
+    "log": "scriptvisor.sandbox.facades.stdlib:log",
     # password hashing and databases (custom database connections)
-    "bcrypt": "sandbox.facades.crypto:bcrypt",
-    "sqlite": "sandbox.facades.db:sqlite",
-    "postgres": "sandbox.facades.db:postgres",
-    "mysql": "sandbox.facades.db:mysql",
+    "bcrypt": "scriptvisor.sandbox.facades.crypto:bcrypt",
+    "sqlite": "scriptvisor.sandbox.facades.db:sqlite",
+    "postgres": "scriptvisor.sandbox.facades.db:postgres",
+    "mysql": "scriptvisor.sandbox.facades.db:mysql",
 }
 
 _cache: dict[str, Any] = {}

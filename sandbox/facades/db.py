@@ -61,7 +61,7 @@ import pymysql
 import pymysql.cursors
 import pymysql.err
 
-from sandbox import context
+from scriptvisor.sandbox import context
 
 # Workers cannot import after confinement, and the socket module encodes host
 # names with the "idna" codec, imported lazily on first use: load it now (the

@@ -36,9 +36,9 @@ from typing import Any, Callable
 
 import regex as _regex
 
-from sandbox import context as _context
-from sandbox import guards as _guards
-from sandbox import policy as _policy
+from scriptvisor.sandbox import context as _context
+from scriptvisor.sandbox import guards as _guards
+from scriptvisor.sandbox import policy as _policy
 
 __all__ = ["base64", "datetime", "hashlib", "hmac", "json", "log", "math", "re",
            "secrets", "time", "uuid"]

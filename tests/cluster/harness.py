@@ -2,7 +2,7 @@
 
 Everything is a subprocess started the way an operator would start it:
 
-* a node is ``python -m engine.cli serve --tenants DIR --port 0`` (the kernel
+* a node is ``python -m scriptvisor.engine.cli serve --tenants DIR --port 0`` (the kernel
   picks a free port, the node prints it on its first stdout line), with
   ``SCRIPTVISOR_NODE_ID`` and ``SCRIPTVISOR_USER_STORE_DSN`` in its environment;
 * nginx runs the configuration ``deploy/nginx/render.py`` renders from the
@@ -112,9 +112,9 @@ class Node:
 
 def start_node(name: str, tenants_dir: Path, log_dir: Path, env: dict[str, str]) -> Node:
     log_dir.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), SCRIPTVISOR_NODE_ID=name, **env)
+    full_env = dict(os.environ, SCRIPTVISOR_NODE_ID=name, **env)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--tenants", str(tenants_dir),
+        [sys.executable, "-m", "scriptvisor.engine.cli", "serve", "--tenants", str(tenants_dir),
          "--host", "127.0.0.1", "--port", "0", "--log-file", str(log_dir / f"{name}.jsonl")],
         cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from engine.server.node import HEADER, NODE_ID_ENV, NodeHeader, NodeIdError, node_id
+from scriptvisor.engine.server.node import HEADER, NODE_ID_ENV, NodeHeader, NodeIdError, node_id
 
 
 def test_node_id_from_environment() -> None:

@@ -32,8 +32,8 @@ import httpx
 import psutil
 import pytest
 
-from engine.server import auth
-from engine.tenantdir import init_tenant, seed_sqlite
+from scriptvisor.engine.server import auth
+from scriptvisor.engine.tenantdir import init_tenant, seed_sqlite
 
 from .harness import Cluster, find_nginx, start_nginx, start_node
 from tests.services import unavailable

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sandbox import context
+from scriptvisor.sandbox import context
 from tests.services import unavailable
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -81,7 +81,7 @@ def my_database():
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory):
     """One real engine (zygote, confined workers) for all connection tests."""
-    from engine import Engine, EngineConfig, TenantLimits
+    from scriptvisor.engine import Engine, EngineConfig, TenantLimits
 
     limits = TenantLimits(timeout=10.0, allowed_ports=(5432, 3306))
     eng = Engine(EngineConfig(limits=limits, spares_per_tenant=0,
@@ -96,7 +96,7 @@ _tenant_numbers = iter(range(1, 1_000_000))
 @pytest.fixture
 def make_tenant(engine, tmp_path, request):
     """``make_tenant(backend, import_users, scripts=None) -> Connection`` on a fresh legacy database."""
-    from engine.config import TenantLimits
+    from scriptvisor.engine.config import TenantLimits
 
     from .legacy import make_connection
 

@@ -11,10 +11,10 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from engine.connections import Connection
-from engine.tenantdir import SCRIPTS, TEMPLATES_DIR
-from engine.userstore import UserStore
-from sandbox.facades.crypto import hash_password
+from scriptvisor.engine.connections import Connection
+from scriptvisor.engine.tenantdir import SCRIPTS, TEMPLATES_DIR
+from scriptvisor.engine.userstore import UserStore
+from scriptvisor.sandbox.facades.crypto import hash_password
 
 ROUNDS = 4
 SEED = (("alice@example.com", "wonderland", "alice", True), ("bob@example.com", "builder", "bob", False))

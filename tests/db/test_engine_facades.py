@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.config import TenantLimits
+from scriptvisor.engine.config import TenantLimits
 
 SLOW_PG = """
 import postgres

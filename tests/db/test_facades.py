@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.facades.crypto import bcrypt
-from sandbox.facades.db import mysql, postgres, sqlite
+from scriptvisor.sandbox.facades.crypto import bcrypt
+from scriptvisor.sandbox.facades.db import mysql, postgres, sqlite
 
 BACKENDS = ["sqlite", "postgres", "mysql"]
 
@@ -140,7 +140,7 @@ def test_values_are_json_ready(db):
 
 
 def test_row_cap(invocation, monkeypatch):
-    import sandbox.facades.db as dbmod
+    import scriptvisor.sandbox.facades.db as dbmod
     monkeypatch.setattr(dbmod, "MAX_ROWS", 3)
     conn = sqlite.connect()
     with pytest.raises(sqlite.DatabaseError, match="more than 3 rows"):
@@ -155,7 +155,7 @@ def test_sqlite_slow_query_times_out_before_the_deadline(invocation):
     conn = sqlite.connect()
     with pytest.raises(sqlite.QueryTimeout, match="timed out") as info:
         conn.query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
-    from sandbox import context
+    from scriptvisor.sandbox import context
     deadline_left = context.current().remaining()
     assert deadline_left > 0, "the facade must stop the statement before the hard deadline"
     assert "s left" in str(info.value)
@@ -165,7 +165,7 @@ def test_sqlite_slow_query_times_out_before_the_deadline(invocation):
 
 
 def test_postgres_pg_sleep_times_out_before_the_deadline(invocation, pg_database):
-    from sandbox import context
+    from scriptvisor.sandbox import context
     conn = postgres.connect(**pg_database)
     invocation(0.8)
     with pytest.raises(postgres.QueryTimeout, match="timed out") as info:
@@ -177,7 +177,7 @@ def test_postgres_pg_sleep_times_out_before_the_deadline(invocation, pg_database
 
 
 def test_mariadb_sleep_times_out_before_the_deadline(invocation, my_database):
-    from sandbox import context
+    from scriptvisor.sandbox import context
     conn = mysql.connect(**my_database)
     invocation(0.8)
     with pytest.raises(mysql.QueryTimeout, match="timed out"):
@@ -210,7 +210,7 @@ def test_bcrypt_hash_and_check():
 
 
 def test_bcrypt_rounds_are_clamped(monkeypatch):
-    import sandbox.facades.crypto as crypto
+    import scriptvisor.sandbox.facades.crypto as crypto
     assert bcrypt.hash("x", 1).startswith("$2b$04$")
     seen = []
     real_gensalt = crypto._bcrypt.gensalt

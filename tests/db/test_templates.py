@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.connections import run_operation_on
+from scriptvisor.engine.connections import run_operation_on
 
 from .legacy import legacy_sql
 

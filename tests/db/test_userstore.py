@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from engine.userstore import StoredUser, UserStore
+from scriptvisor.engine.userstore import StoredUser, UserStore
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

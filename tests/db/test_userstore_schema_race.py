@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from engine.userstore import UserStore
+from scriptvisor.engine.userstore import UserStore
 from tests.services import unavailable
 
 psycopg = pytest.importorskip("psycopg")

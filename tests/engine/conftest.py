@@ -3,7 +3,7 @@ import os
 import psutil
 import pytest
 
-from engine import Engine, EngineConfig, TenantLimits
+from scriptvisor.engine import Engine, EngineConfig, TenantLimits
 
 NOOP = "def noop(callback):\n    callback(None, 1)\n"
 ECHO = "def echo(value, callback):\n    callback(None, value)\n"

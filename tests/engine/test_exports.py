@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-import engine
+from scriptvisor import engine
 
 
 def test_public_names_resolve_and_are_sorted():
@@ -13,7 +13,7 @@ def test_public_names_resolve_and_are_sorted():
 def test_worker_side_imports_stay_small():
     """A worker imports engine.protocol; that must not pull the API, asyncio or subprocess."""
     code = ("import sys, engine.protocol, engine.errors\n"
-            "bad = [m for m in ('engine.api', 'asyncio', 'subprocess', 'psutil') if m in sys.modules]\n"
+            "bad = [m for m in ('scriptvisor.engine.api', 'asyncio', 'subprocess', 'psutil') if m in sys.modules]\n"
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from engine import protocol
+from scriptvisor.engine import protocol
 
 from .conftest import NOOP
 

@@ -7,7 +7,7 @@ import signal
 import psutil
 import pytest
 
-from engine import AsyncEngine, Engine, EngineConfig, TenantLimits
+from scriptvisor.engine import AsyncEngine, Engine, EngineConfig, TenantLimits
 
 from .conftest import COUNTER, ECHO, NOOP, SPIN, descendants, make_config, open_fds, wait_dead
 
@@ -210,8 +210,8 @@ def test_non_json_arguments_are_refused_before_anything_runs(engine):
 
 
 def test_engine_refuses_to_start_when_required_layers_are_missing(tmp_path, monkeypatch):
-    from engine import errors
-    from engine.supervisor import Supervisor
+    from scriptvisor.engine import errors
+    from scriptvisor.engine.supervisor import Supervisor
 
     real = Supervisor._on_zygote_readable
 
@@ -227,7 +227,7 @@ def test_engine_refuses_to_start_when_required_layers_are_missing(tmp_path, monk
 
 
 def test_spares_do_not_raise_a_tenants_concurrency(tmp_path):
-    from engine.worker import WorkerState
+    from scriptvisor.engine.worker import WorkerState
 
     cfg = make_config(state_dir=str(tmp_path), spares_per_tenant=2)
     busy_seen = []

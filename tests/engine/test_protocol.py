@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from engine import protocol
-from engine.protocol import FrameDecoder, FrameError, encode, parse_worker_message
+from scriptvisor.engine import protocol
+from scriptvisor.engine.protocol import FrameDecoder, FrameError, encode, parse_worker_message
 
 
 def frame(payload: bytes, magic=b"SV", version=protocol.VERSION, kind=ord("J"), length=None):
@@ -92,7 +92,7 @@ def test_a_worker_cannot_claim_supervisor_codes():
 def test_terminal_states_cannot_be_left():
     import socket
 
-    from engine.worker import Channel, IllegalTransition, Job, JobState, WorkerHandle, WorkerState
+    from scriptvisor.engine.worker import Channel, IllegalTransition, Job, JobState, WorkerHandle, WorkerState
 
     job = Job("t", "p.py", "", "", "f", "[]", "{}", 1.0)
     job.transition(JobState.DONE)

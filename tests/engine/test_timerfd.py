@@ -1,7 +1,7 @@
 import select
 import time
 
-from engine.timerfd import TimerFD
+from scriptvisor.engine.timerfd import TimerFD
 
 
 def test_timerfd_fires_at_the_armed_instant_and_not_before():

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.sandbox.helpers import invoke, make_runner
-from sandbox.runner import Runner
+from scriptvisor.sandbox.runner import Runner
 
 Run = Callable[..., dict[str, Any]]
 

@@ -11,8 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:  # the package is used from the work tree, not installed
     sys.path.insert(0, ROOT)
 
-from sandbox.context import WorkerContext  # noqa: E402
-from sandbox.runner import Runner  # noqa: E402
+from scriptvisor.sandbox.context import WorkerContext  # noqa: E402
+from scriptvisor.sandbox.runner import Runner  # noqa: E402
 
 SCRIPT_PATH = "/tenants/acme/script.py"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import context
+from scriptvisor.sandbox import context
 from tests.sandbox.helpers import error_of, invoke, make_runner
 
 

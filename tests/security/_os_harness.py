@@ -27,7 +27,7 @@ _DRIVER = r'''
 import json, os, signal, sys, traceback
 spec = json.loads(sys.argv[1])
 sys.path.insert(0, spec["root"])
-from sandbox import confine
+from scriptvisor.sandbox import confine
 if spec.get("drop_to"):
     # Play an unprivileged supervisor: everything the driver needs is imported
     # before the drop (the interpreter may live where that user cannot read).
@@ -101,7 +101,7 @@ def run(code: str, pol: dict[str, Any], *, drop_to: int | None = None,
 _RAW_APPLY = r'''
 import json, sys
 sys.path.insert(0, sys.argv[2])
-from sandbox import confine
+from scriptvisor.sandbox import confine
 try:
     confine.apply(json.loads(sys.argv[1]))
     print(json.dumps(None))

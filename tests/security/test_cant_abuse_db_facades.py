@@ -13,9 +13,9 @@ import types
 
 import pytest
 
-from sandbox import context
-from sandbox.facades import crypto, db
-from sandbox.facades.db import mysql, postgres, sqlite
+from scriptvisor.sandbox import context
+from scriptvisor.sandbox.facades import crypto, db
+from scriptvisor.sandbox.facades.db import mysql, postgres, sqlite
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Tenant isolation at the engine level: workers are never shared."""
 
-from engine import Engine, EngineConfig, TenantLimits
+from scriptvisor.engine import Engine, EngineConfig, TenantLimits
 
 STASH = ("def stash(secret, callback):\n"
          "    global_['secret'] = secret\n"

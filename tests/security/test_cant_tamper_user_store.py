@@ -1,7 +1,7 @@
 """The platform's migrated-user store lives beside ``data/``, out of the workers' reach."""
 
-from engine import Engine, EngineConfig, TenantLimits
-from engine.userstore import open_store
+from scriptvisor.engine import Engine, EngineConfig, TenantLimits
+from scriptvisor.engine.userstore import open_store
 
 
 def test_cant_tamper_with_the_platform_user_store(tmp_path):

@@ -21,8 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 _CHILD = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from sandbox.context import WorkerContext
-from sandbox.runner import Runner
+from scriptvisor.sandbox.context import WorkerContext
+from scriptvisor.sandbox.runner import Runner
 source = eval(sys.argv[2])
 out = Runner(WorkerContext(tenant="t")).invoke(path="/t/script.py", source=source, source_hash="",
                                                function="", args=[], configuration={}, timeout=5)

@@ -299,7 +299,7 @@ def test_cant_import_modules(run, module):
 
 def test_cant_import_modules_at_runtime_through_hook(run):
     # the compiler stops the import statement; the hook is the second wall
-    from sandbox import guards
+    from scriptvisor.sandbox import guards
     for name in ("os", "operator", "functools", "gc", "json.decoder"):
         with pytest.raises(ImportError):
             guards.guarded_import(name)

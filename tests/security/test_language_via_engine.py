@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from engine import Engine, EngineConfig, TenantLimits  # noqa: E402
+from scriptvisor.engine import Engine, EngineConfig, TenantLimits  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import socket
 
 import pytest
 
-from engine import Engine, EngineConfig, TenantLimits
+from scriptvisor.engine import Engine, EngineConfig, TenantLimits
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="root-only layer; see test_os_unprivileged.py")

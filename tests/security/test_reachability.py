@@ -27,8 +27,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from sandbox import facades, guards  # noqa: E402
-from sandbox.runner import Callback, OutputCapture  # noqa: E402
+from scriptvisor.sandbox import facades, guards  # noqa: E402
+from scriptvisor.sandbox.runner import Callback, OutputCapture  # noqa: E402
 from tests.sandbox.helpers import make_runner  # noqa: E402
 
 FORBIDDEN_MODULES = frozenset({
@@ -152,7 +152,7 @@ def _load_facade(name: str) -> Any:
 
 def _stdlib_samples() -> dict[str, Any]:
     """Objects scripts get back from the stdlib facades (the walk never calls anything)."""
-    from sandbox.facades import stdlib as s
+    from scriptvisor.sandbox.facades import stdlib as s
 
     pattern = s.re.compile(r"(?P<a>a)(b)?")
     samples = {

@@ -6,7 +6,7 @@ keep serving afterwards.
 
 import pytest
 
-from engine import Engine, EngineConfig, TenantLimits
+from scriptvisor.engine import Engine, EngineConfig, TenantLimits
 
 NOOP = "def noop(callback):\n    callback(None, 1)\n"
 

@@ -26,8 +26,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from engine import protocol  # noqa: E402
-from sandbox import policy  # noqa: E402
+from scriptvisor.engine import protocol  # noqa: E402
+from scriptvisor.sandbox import policy  # noqa: E402
 from tests.sandbox.helpers import LeakyIterable, error_of, invoke, make_runner  # noqa: E402
 
 
@@ -275,7 +275,7 @@ def test_cant_chain_in_comparisons(run):
 def test_cant_pin_a_worker_with_a_huge_bcrypt_cost():
     """The cost comes from the stored hash: "$2b$31$" would run for days in C."""
     code = ("import sys; sys.path.insert(0, %r)\n"
-            "from sandbox.facades.crypto import bcrypt\n"
+            "from scriptvisor.sandbox.facades.crypto import bcrypt\n"
             "real = bcrypt.hash('pw', 4)\n"  # a well-formed hash, cost raised from 04 to 31
             "try:\n"
             "    bcrypt.check('pw', real[:4] + '31' + real[6:])\n"
@@ -287,8 +287,8 @@ def test_cant_pin_a_worker_with_a_huge_bcrypt_cost():
 
 def test_cant_build_a_property_from_a_facade_descriptor():
     """Layer: attribute guard (getter/setter/deleter/fget/... are denied names)."""
-    from sandbox.context import WorkerContext
-    from sandbox.runner import Runner
+    from scriptvisor.sandbox.context import WorkerContext
+    from scriptvisor.sandbox.runner import Runner
 
     src = ("import re\n"
            "def s(callback):\n"
@@ -302,8 +302,8 @@ def test_cant_build_a_property_from_a_facade_descriptor():
 
 def test_cant_grow_the_printed_buffer_without_bound():
     """Layer: output cap also bounds ``printed`` (RestrictedPython's print buffer)."""
-    from sandbox.context import WorkerContext
-    from sandbox.runner import Runner
+    from scriptvisor.sandbox.context import WorkerContext
+    from scriptvisor.sandbox.runner import Runner
 
     src = ("def s(callback):\n"
            "    for i in range(2000):\n"

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from engine.server import auth
+from scriptvisor.engine.server import auth
 from server_harness import Server, make_tenant, start_server
 
 # -- shared server ------------------------------------------------------------

@@ -7,6 +7,7 @@ stdout line.  Tests talk to it with httpx only.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import queue
@@ -25,10 +26,10 @@ import pytest
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from engine.server import auth
+from scriptvisor.engine.server import auth
 
 ROOT = Path(__file__).resolve().parents[2]
-OPENAPI = json.loads((ROOT / "engine" / "server" / "openapi.json").read_text())
+OPENAPI = json.loads((importlib.resources.files("scriptvisor.engine.server") / "openapi.json").read_text())
 ADMIN_TOKEN = "admin-test-token"
 
 SCRIPTS = {
@@ -84,9 +85,9 @@ class Server:
 
 
 def start_server(tenants_dir: Path, log_file: Path, tokens: dict[str, str] | None = None) -> Server:
-    env = dict(os.environ, SCRIPTVISOR_ADMIN_TOKEN=ADMIN_TOKEN, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, SCRIPTVISOR_ADMIN_TOKEN=ADMIN_TOKEN)
     code = (
-        "import sys; from engine.server.run import serve; "
+        "import sys; from scriptvisor.engine.server.run import serve; "
         "sys.exit(serve(sys.argv[1], '127.0.0.1', 0, log_file=sys.argv[2]))"
     )
     proc = subprocess.Popen(

@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from engine.server import auth
+from scriptvisor.engine.server import auth
 
 from server_harness import ADMIN_TOKEN, Server, check_openapi
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.server import auth
+from scriptvisor.engine.server import auth
 from server_harness import ROOT, Server, SSEReader, check_openapi, make_tenant, start_server
 
 
@@ -173,7 +173,7 @@ def test_flooding_tenant_does_not_starve_another(server: Server) -> None:
 
 
 def test_connection_operations_in_legacy_mode(tmp_path: Path) -> None:
-    from engine.tenantdir import init_tenant
+    from scriptvisor.engine.tenantdir import init_tenant
 
     tenants = tmp_path / "tenants"
     tenants.mkdir()
@@ -218,11 +218,11 @@ def test_connection_operations_in_legacy_mode(tmp_path: Path) -> None:
 
 def test_bundled_example_serves_alice(tmp_path: Path) -> None:
     """The README's first command: the example tenant, its demo token, alice's login."""
-    from engine.server.run import EXAMPLE_TOKEN, ensure_example_scripts
+    from scriptvisor.engine.server.run import EXAMPLE_TOKEN, ensure_example_scripts
 
     tenants = tmp_path / "tenants"
     shutil.copytree(ensure_example_scripts(), tenants, ignore=shutil.ignore_patterns("data", "state"))
-    from engine.tenantdir import seed_sqlite
+    from scriptvisor.engine.tenantdir import seed_sqlite
 
     (tenants / "example" / "data").mkdir()
     seed_sqlite(tenants / "example" / "data" / "legacy.db", rounds=4)

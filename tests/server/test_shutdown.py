@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from engine.server import auth
+from scriptvisor.engine.server import auth
 from server_harness import SSEReader, make_tenant, start_server
 
 #: Loop rounds of slow.py: enough work that a call is still running when the

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import TenantLimits
-from engine.server.tenants import TenantConfigError, TenantRegistry, load_tenant
+from scriptvisor.engine.config import TenantLimits
+from scriptvisor.engine.server.tenants import TenantConfigError, TenantRegistry, load_tenant
 
 GOOD = """
 import_users = true
