@@ -3,7 +3,8 @@
     POST /v1/tenants/{tenant}/scripts/{script}         run scripts/<script>.py
     POST /v1/tenants/{tenant}/connection/{operation}   a custom-database operation
     GET  /v1/tenants/{tenant}/logs                     server-sent events of that tenant
-    GET  /healthz  /readyz  /metrics
+    GET  /v1/admin/tenants                             every tenant: state, workers, last error (admin token)
+    GET  /healthz  /readyz  /metrics                   per-tenant detail only with the admin token
 
 Status codes are about the request, never about the script: whenever the
 engine ran (or tried to run) a script the answer is 200 with the result object
@@ -23,7 +24,7 @@ import json
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -69,6 +70,10 @@ class ServerState:
     draining: bool = False
     ready: bool = False
     in_flight: int = 0
+    #: tenant -> invocations the server is waiting on (admin route)
+    tenant_in_flight: dict[str, int] = field(default_factory=dict)
+    #: tenant -> the last failed invocation {code, message, invocation_id, ts} (admin route)
+    last_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class RequestProblem(Exception):
@@ -80,9 +85,11 @@ class RequestProblem(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.extra: dict[str, Any] = {}
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"code": self.code, "message": self.message}}, self.status, self.headers)
+        body = {"code": self.code, "message": self.message, **self.extra}
+        return JSONResponse({"error": body}, self.status, self.headers)
 
 
 def _problem(status: int, code: str, message: str, **headers: str) -> RequestProblem:
@@ -90,6 +97,12 @@ def _problem(status: int, code: str, message: str, **headers: str) -> RequestPro
 
 
 # -- request checks ---------------------------------------------------------
+
+def _is_admin(state: ServerState, request: Request) -> bool:
+    token = auth.bearer_token(request.headers.get("authorization"))
+    return (token is not None and state.admin_hash is not None
+            and auth.decide(token, "", {}, state.admin_hash) is auth.Decision.ALLOW)
+
 
 def _authorize(state: ServerState, request: Request, name: str) -> Tenant:
     """The tenant ``name`` if the caller may act for it; raises RequestProblem."""
@@ -100,16 +113,36 @@ def _authorize(state: ServerState, request: Request, name: str) -> Tenant:
         raise _problem(401, "unauthorized", "missing bearer token", **{"WWW-Authenticate": "Bearer"})
     tenant = state.registry.get(name) if TENANT_NAME.match(name) else None
     hashes = {t.name: t.token_hashes for t in state.registry.tenants.values()}
+    # a broken tenant's own tokens (as far as its file still reads) are known
+    # too, so its caller hears "503, and why" rather than a misleading 401
+    hashes.update(state.registry.broken_token_hashes())
     decision = auth.decide(token, name, hashes, state.admin_hash)
     if decision is auth.Decision.UNAUTHENTICATED:
         raise _problem(401, "unauthorized", "invalid bearer token", **{"WWW-Authenticate": "Bearer"})
     if decision is auth.Decision.FORBIDDEN:
         raise _problem(403, "forbidden", f"this token does not give access to tenant {name!r}")
     if tenant is None:
-        if state.registry.is_broken(name):
-            raise _problem(503, "tenant_unavailable", f"tenant {name!r} has an invalid configuration (see server log)")
+        err = state.registry.error(name)
+        if err is not None:
+            raise _broken(name, err)
         raise _problem(404, "unknown_tenant", f"no tenant {name!r}")
     return tenant
+
+
+def _broken(name: str, err: Any) -> RequestProblem:
+    """503 for a tenant whose folder does not load, naming the failing key.
+
+    Only an authorised caller (the tenant's own token or the admin) gets here;
+    the message names the key and the problem but not the server's file paths.
+    """
+    where = f" at {err.key!r}" if err.key else ""
+    problem = _problem(
+        503, "tenant_unavailable",
+        f"tenant {name!r} has an invalid tenant.toml{where}: {err.message}; fix the file "
+        "(it is re-read on the next request) or ask the operator",
+    )
+    problem.extra = {"key": err.key}
+    return problem
 
 
 async def _read_json_body(state: ServerState, request: Request) -> dict[str, Any]:
@@ -184,6 +217,7 @@ async def _run(
     label = {"script": name} if kind == "script" else {"operation": name}
     state.hub.publish(tenant.name, "start", {"invocation_id": invocation_id, **label})
     state.in_flight += 1
+    state.tenant_in_flight[tenant.name] = state.tenant_in_flight.get(tenant.name, 0) + 1
     gauge = state.metrics.in_flight.labels(tenant.name)
     gauge.inc()
     started = time.perf_counter()
@@ -195,6 +229,11 @@ async def _run(
                       "duration_ms": (time.perf_counter() - started) * 1000, "worker": {}}
     finally:
         state.in_flight -= 1
+        left = state.tenant_in_flight.get(tenant.name, 1) - 1
+        if left > 0:
+            state.tenant_in_flight[tenant.name] = left
+        else:
+            state.tenant_in_flight.pop(tenant.name, None)
         gauge.dec()
     error = result.get("error") or {}
     if error.get("code") == "bad_request":
@@ -211,6 +250,13 @@ async def _run(
         state.metrics.observe(tenant.name, kind, outcome, duration_ms / 1000)
     else:
         state.metrics.reject(tenant.name, status)
+    if not result.get("ok"):
+        err = result.get("error") or {}
+        state.last_errors[tenant.name] = {
+            "code": str(err.get("code", "error")), "message": str(err.get("message", ""))[:500],
+            "invocation_id": invocation_id, "status": status, "ts": round(time.time(), 3),
+            **label,
+        }
     worker = result.get("worker") or {}
     state.oplog.invocation(
         tenant=tenant.name, invocation_id=invocation_id, outcome=outcome, duration_ms=duration_ms,
@@ -298,30 +344,75 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Up/down for anyone (a load balancer has no token); tenant detail for the admin only."""
     state: ServerState = request.app.state.sv
     # touch every tenant so edited or newly broken files show up here too
     for name in list(state.registry.tenants) + list(state.registry.errors):
         state.registry.get(name)
     ready = state.ready and not state.draining
-    token = auth.bearer_token(request.headers.get("authorization"))
-    is_admin = (
-        token is not None and state.admin_hash is not None
-        and auth.decide(token, "", {}, state.admin_hash) is auth.Decision.ALLOW
-    )
-    errors = state.registry.errors
-    body = {
-        "ready": ready,
-        "draining": state.draining,
-        "tenants": sorted(state.registry.tenants),
-        # full messages name files and environment variables: operators only
-        "invalid_tenants": errors if is_admin else {n: "invalid configuration" for n in errors},
-    }
+    body: dict[str, Any] = {"ready": ready, "draining": state.draining}
+    if _is_admin(state, request):
+        body["tenants"] = sorted(state.registry.tenants)
+        body["invalid_tenants"] = state.registry.errors
     return JSONResponse(body, 200 if ready else 503)
 
 
 async def metrics(request: Request) -> Response:
+    """Every series for the admin token; without it only the series that name no tenant."""
     state: ServerState = request.app.state.sv
-    return Response(state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+    return Response(state.metrics.render(per_tenant=_is_admin(state, request)), media_type=METRICS_CONTENT_TYPE)
+
+
+def _worker_counts(stats: dict[str, Any], name: str) -> dict[str, int]:
+    info = (stats.get("tenants") or {}).get(name) or {}
+    counts = {"spawning": 0, "idle": 0, "busy": 0, "exiting": 0}
+    for w in info.get("workers") or []:
+        st = str(w.get("state", "")).lower() if isinstance(w, dict) else ""
+        if st in counts:
+            counts[st] += 1
+    counts["alive"] = sum(counts.values())
+    counts["queued"] = int(info.get("queued") or 0)
+    return counts
+
+
+async def admin_tenants(request: Request) -> Response:
+    """``GET /v1/admin/tenants``: every tenant folder, its state, workers and last error."""
+    state: ServerState = request.app.state.sv
+    token = auth.bearer_token(request.headers.get("authorization"))
+    if token is None:
+        return _reject(state, "-", _problem(401, "unauthorized", "missing bearer token",
+                                            **{"WWW-Authenticate": "Bearer"}))
+    if not _is_admin(state, request):
+        hashes = {t.name: t.token_hashes for t in state.registry.tenants.values()}
+        if auth.decide(token, "", hashes, None) is auth.Decision.FORBIDDEN:
+            return _reject(state, "-", _problem(403, "forbidden", "this route needs the admin token "
+                                                "(SCRIPTVISOR_ADMIN_TOKEN on the server)"))
+        return _reject(state, "-", _problem(401, "unauthorized", "invalid bearer token",
+                                            **{"WWW-Authenticate": "Bearer"}))
+    state.registry.scan_new()
+    for name in list(state.registry.tenants) + list(state.registry.errors):
+        state.registry.get(name)  # reload edited files, so the listing is current
+    try:
+        stats = state.engine.stats(memory=False) or {}
+    except Exception:  # the engine stopping must not fail an admin listing
+        stats = {}
+    tenants = state.registry.tenants
+    out = []
+    for name in sorted(set(tenants) | set(state.registry.errors)):
+        tenant = tenants.get(name)
+        err = state.registry.error(name)
+        out.append({
+            "name": name,
+            "state": "ready" if tenant is not None else "invalid",
+            "import_users": tenant.import_users if tenant is not None else None,
+            "tokens": len(tenant.token_hashes) if tenant is not None else None,
+            "workers": _worker_counts(stats, name),
+            "in_flight": state.tenant_in_flight.get(name, 0),
+            "subscribers": state.hub.subscribers(name),
+            "config_error": None if err is None else {"key": err.key, "message": str(err)},
+            "last_error": state.last_errors.get(name),
+        })
+    return JSONResponse({"tenants": out, "draining": state.draining})
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
@@ -338,6 +429,7 @@ def create_app(state: ServerState) -> Starlette:
             Route("/v1/tenants/{tenant}/scripts/{script}", invoke_script, methods=["POST"]),
             Route("/v1/tenants/{tenant}/connection/{operation}", invoke_connection, methods=["POST"]),
             Route("/v1/tenants/{tenant}/logs", tenant_logs, methods=["GET"]),
+            Route("/v1/admin/tenants", admin_tenants, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -235,6 +235,33 @@ def _token_hashes(file: Path, raw: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+_HASH_LINE = re.compile(r'^\s*(?:hash\s*=\s*)?"(sha256:[0-9a-f]{64})"', re.MULTILINE)
+
+
+def recover_token_hashes(file: Path) -> tuple[str, ...]:
+    """Token hashes of a tenant.toml that does not validate (or does not even parse).
+
+    Used only to tell a tenant's own caller *why* its tenant is down (503 with
+    the failing key) instead of a misleading 401; such a token runs nothing.
+    When the TOML parses, the ``tokens`` entries that are well formed count;
+    otherwise every uncommented ``hash = "sha256:..."`` line does.
+    """
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ()
+    try:
+        raw = tomllib.loads(text).get("tokens")
+    except tomllib.TOMLDecodeError:
+        return tuple(dict.fromkeys(_HASH_LINE.findall(text)))
+    found = []
+    for item in raw if isinstance(raw, list) else ():
+        value = item.get("hash") if isinstance(item, dict) else item
+        if isinstance(value, str) and TOKEN_HASH.match(value):
+            found.append(value)
+    return tuple(found)
+
+
 def load_tenant(
     root: Path, *, defaults: TenantLimits | None = None, environ: Mapping[str, str] | None = None
 ) -> Tenant:
@@ -306,6 +333,9 @@ class TenantRegistry:
         self._tenants: dict[str, Tenant] = {}
         #: name -> (error, stamp of the file that produced it or None)
         self._errors: dict[str, tuple[TenantConfigError, tuple[int, int, int] | None]] = {}
+        #: name -> token hashes still readable in a broken tenant.toml: they may
+        #: learn why their tenant is down (503 with the key), never run anything
+        self._broken_tokens: dict[str, tuple[str, ...]] = {}
 
     # -- loading ----------------------------------------------------------
     def scan(self) -> None:
@@ -315,6 +345,18 @@ class TenantRegistry:
         for entry in sorted(self.tenants_dir.iterdir()):
             if entry.is_dir() and not entry.name.startswith("."):
                 self._load(entry.name)
+
+    def scan_new(self) -> None:
+        """Load tenant folders created since the last scan (for listings)."""
+        try:
+            entries = sorted(self.tenants_dir.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name
+            if (entry.is_dir() and not name.startswith(".") and name not in self._tenants
+                    and name not in self._errors):
+                self._load(name)
 
     def _load(self, name: str) -> Tenant | None:
         root = self.tenants_dir / name
@@ -327,10 +369,12 @@ class TenantRegistry:
             except OSError:
                 stamp = None
             self._errors[name] = (exc, stamp)
+            self._broken_tokens[name] = recover_token_hashes(root / "tenant.toml")
             if self.on_error:
                 self.on_error(name, exc)
             return None
         self._errors.pop(name, None)
+        self._broken_tokens.pop(name, None)
         self._tenants[name] = tenant
         if self.on_load:
             self.on_load(tenant)
@@ -362,6 +406,15 @@ class TenantRegistry:
     # -- queries ----------------------------------------------------------
     def is_broken(self, name: str) -> bool:
         return name in self._errors and name not in self._tenants
+
+    def error(self, name: str) -> TenantConfigError | None:
+        """Why tenant ``name`` cannot be served (None when it loads or never existed)."""
+        failed = self._errors.get(name)
+        return failed[0] if failed is not None and name not in self._tenants else None
+
+    def broken_token_hashes(self) -> dict[str, tuple[str, ...]]:
+        """Token hashes of broken tenants, as far as their files can still be read."""
+        return {n: h for n, h in self._broken_tokens.items() if n in self._errors and n not in self._tenants}
 
     @property
     def tenants(self) -> dict[str, Tenant]:

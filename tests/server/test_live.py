@@ -11,7 +11,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from scriptvisor.engine.server import auth
-from server_harness import ROOT, Server, SSEReader, check_openapi, make_tenant, start_server
+from server_harness import ADMIN_TOKEN, ROOT, Server, SSEReader, check_openapi, make_tenant, start_server
 
 
 def _touch_changed(path: Path, text: str) -> None:
@@ -22,7 +22,7 @@ def _touch_changed(path: Path, text: str) -> None:
 
 
 def metric(server: Server, name: str, **labels: str) -> float:
-    with server.client() as c:
+    with server.client(token=ADMIN_TOKEN) as c:  # per-tenant series are for the admin token only
         r = c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     total = 0.0
@@ -134,13 +134,13 @@ def test_metrics_values_change(server: Server) -> None:
     assert metric(server, "scriptvisor_rejected_requests_total", tenant="beta", status="403") == rej_before + 1
     assert metric(server, "scriptvisor_invocation_duration_seconds_count", tenant="beta") == hist_before + 4
     assert metric(server, "scriptvisor_worker_recycles_total", reason="timeout") == recycled_before + 1
-    assert metric(server, "scriptvisor_workers", state="alive") >= 1
-    assert metric(server, "scriptvisor_workers", state="spare") >= 1
+    assert metric(server, "scriptvisor_workers") >= 1
+    assert metric(server, "scriptvisor_workers", state="idle") >= 1
     assert metric(server, "scriptvisor_queue_depth", tenant="beta") == 0
     assert metric(server, "scriptvisor_requests_in_flight", tenant="beta") == 0
     # psutil figures of beta's live workers: real processes use memory
-    rss = metric(server, "scriptvisor_worker_memory_bytes", tenant="beta", kind="rss")
-    uss = metric(server, "scriptvisor_worker_memory_bytes", tenant="beta", kind="uss")
+    rss = metric(server, "scriptvisor_worker_rss_bytes", tenant="beta")
+    uss = metric(server, "scriptvisor_worker_uss_bytes", tenant="beta")
     assert rss > uss > 0
 
 
