@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from typing import Any
 
 __all__ = ["DENIED", "SeccompError", "available", "build", "install"]
 
@@ -67,18 +68,33 @@ class SeccompError(OSError):
     """Building or installing the filter failed."""
 
 
-def available() -> tuple[bool, str]:
-    """Whether libseccomp can be loaded (pyseccomp over the system libseccomp.so.2)."""
+def _binding() -> tuple[Any, str]:
+    """The libseccomp binding: pyseccomp (the pinned dependency, ctypes over
+    libseccomp.so.2), else Debian's ``python3-seccomp`` (module ``seccomp``,
+    the upstream binding with the same API) when it is importable."""
     try:
-        import pyseccomp  # noqa: F401  (loads libseccomp.so.2 through ctypes)
-    except Exception as exc:  # ImportError, OSError: library missing
+        import pyseccomp  # loads libseccomp.so.2 through ctypes
+        return pyseccomp, "pyseccomp"
+    except Exception as first:  # ImportError, OSError: library missing
+        try:
+            import seccomp  # type: ignore[import-not-found]
+        except Exception:
+            raise first from None
+        return seccomp, "seccomp (python3-seccomp)"
+
+
+def available() -> tuple[bool, str]:
+    """Whether libseccomp can be loaded (through pyseccomp or python3-seccomp)."""
+    try:
+        _sc, via = _binding()
+    except Exception as exc:
         return False, f"libseccomp unavailable: {exc}"
-    return True, "libseccomp via pyseccomp"
+    return True, f"libseccomp via {via}"
 
 
 def build(*, allow_udp: bool) -> bytes:
     """Compile the worker filter and return the raw BPF program (struct sock_filter[])."""
-    import pyseccomp as sc
+    sc, _via = _binding()
 
     eperm = sc.ERRNO(errno.EPERM)
     flt = sc.SyscallFilter(sc.ALLOW)
@@ -123,7 +139,7 @@ def build(*, allow_udp: bool) -> bytes:
 
 
 def _add(flt: object, action: int, name: str, *args: object) -> None:
-    import pyseccomp as sc
+    sc, _via = _binding()
 
     try:
         nr = sc.resolve_syscall(sc.Arch.NATIVE, name)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install scriptvisor into ./.venv (idempotent). Extras: pass e.g. "test,bench".
+# Install scriptvisor into ./.venv (idempotent) from requirements/lock.txt.
+# The lock always brings the test and bench extras; other extras: e.g. "plot".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-}"
@@ -49,8 +50,22 @@ PY
     done
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# Exact, hash-checked versions from the lock (default + test + bench extras in
+# one set; regenerate with scripts/lock.sh), then the project itself without
+# resolving anything again.  Extras outside the lock (plot) come unpinned.
+.venv/bin/python -m pip install -q --require-hashes -r requirements/lock.txt
+.venv/bin/python -m pip install -q --no-deps -e .
 if [ -n "$EXTRAS" ]; then
-    .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
-else
-    .venv/bin/python -m pip install -q -e .
+    for extra in ${EXTRAS//,/ }; do
+        case "$extra" in
+            test|bench) ;;  # in the lock
+            *) .venv/bin/python -m pip install -q -e ".[${extra}]" ;;
+        esac
+    done
+fi
+# A dependency added to pyproject.toml but not to the lock shows up here.
+if ! .venv/bin/python -m pip check >/dev/null; then
+    .venv/bin/python -m pip check >&2 || true
+    echo "scripts/install.sh: requirements/lock.txt does not satisfy pyproject.toml; run: bash scripts/lock.sh" >&2
+    exit 1
 fi

@@ -10,6 +10,8 @@ need_apt=()
 command -v nginx >/dev/null || need_apt+=(nginx-light)
 command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+# Debian's libseccomp binding: the fallback sandbox/seccomp.py uses when pyseccomp is missing.
+[ -e /usr/lib/python3/dist-packages/seccomp.cpython-311-x86_64-linux-gnu.so ] || need_apt+=(python3-seccomp)
 if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null; then
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -167,3 +167,33 @@ def test_cleanup_removes_the_scratch_dir_and_what_the_worker_left(tmp_path):
     assert rep["result"] == 50
     # cleanup_scratch ran in the driver after reaping: the dir is gone from its view.
     assert not os.path.exists(os.path.join(rep["scratch_dir"], "f0"))
+
+
+_DEBIAN_SECCOMP = Path("/usr/lib/python3/dist-packages") / f"seccomp.cpython-{sys.version_info.major}{sys.version_info.minor}-x86_64-linux-gnu.so"
+
+_BINDING_PROBE = r"""
+import importlib.util, json, sys
+sys.modules["pyseccomp"] = None          # as if the pinned pyseccomp were not installed
+spec = importlib.util.spec_from_file_location("seccomp", sys.argv[1])
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+sys.modules["seccomp"] = mod             # what a venv with system site-packages would import
+from scriptvisor.sandbox import seccomp
+fallback = (seccomp.available(), seccomp.build(allow_udp=False).hex())
+del sys.modules["pyseccomp"], sys.modules["seccomp"]
+primary = (seccomp.available(), seccomp.build(allow_udp=False).hex())
+print(json.dumps({"fallback": fallback, "primary": primary}))
+"""
+
+
+def test_seccomp_falls_back_to_debian_python3_seccomp_with_the_same_program():
+    """pyseccomp missing -> Debian's python3-seccomp (scripts/test.sh installs it)
+    builds the identical BPF program."""
+    assert _DEBIAN_SECCOMP.exists(), "apt-get install python3-seccomp (scripts/test.sh does)"
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", _BINDING_PROBE, str(_DEBIAN_SECCOMP)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["fallback"][0] == [True, "libseccomp via seccomp (python3-seccomp)"]
+    assert got["primary"][0] == [True, "libseccomp via pyseccomp"]
+    assert got["fallback"][1] == got["primary"][1] and len(got["primary"][1]) > 16
