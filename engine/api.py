@@ -105,9 +105,7 @@ class _Base:
         try:
             display, source, fn = self._prepare(path, source, function)
         except NotFound as exc:
-            job = Job(tenant, str(path), "", "", function or "", "[]", "{}", 1.0, on_done)
-            sup._finish(job, Result.failure(exc))
-            return job
+            return sup.refuse(tenant, exc, on_done)
         return sup.submit(tenant, path=display, source=source, function=fn, args=list(args or ()),
                           configuration=configuration, timeout=timeout, on_done=on_done,
                           debug_code=debug_code)

@@ -9,8 +9,12 @@ clock, per call).  Both are frozen dataclasses: change them with
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from scriptvisor.sandbox.wire import DEFAULT_MAX_FRAME, WorkerLimits
+
+_W = WorkerLimits()  # the one copy of the per-worker defaults
 
 __all__ = ["EngineConfig", "TenantLimits"]
 
@@ -22,25 +26,25 @@ class TenantLimits:
     timeout: float = 20.0
     #: Address-space cap per worker (RLIMIT_AS). CPython with the preloaded
     #: facades maps ~120 MiB of address space before any script runs.
-    memory_mb: int = 512
+    memory_mb: int = _W.memory_mb
     #: CPU seconds per worker (RLIMIT_CPU soft); a backstop below the wall clock
     #: for workers that run many invocations. Hard limit is soft + 1 so the
     #: soft one arrives as SIGXCPU, recognisable in the ``crash`` details.
-    cpu_seconds: int = 60
+    cpu_seconds: int = _W.cpu_seconds
     #: Open file descriptors per worker (RLIMIT_NOFILE).
-    open_files: int = 64
+    open_files: int = _W.open_files
     #: Processes/threads for the tenant's uid (RLIMIT_NPROC); only meaningful
     #: with a per-tenant uid (root supervisor).
-    processes: int = 16
+    processes: int = _W.processes
     #: Largest file a script may write in its scratch directory (RLIMIT_FSIZE).
-    file_size_mb: int = 16
+    file_size_mb: int = _W.file_size_mb
     #: Total scratch space per worker (tmpfs size when the supervisor is root).
-    scratch_mb: int = 32
+    scratch_mb: int = _W.scratch_mb
     #: Printed output and log lines per invocation; excess is dropped and a
     #: truncation marker appended.
-    output_bytes: int = 64 * 1024
+    output_bytes: int = _W.output_bytes
     #: Largest JSON result a script may return.
-    result_bytes: int = 1024 * 1024
+    result_bytes: int = _W.result_bytes
     #: TCP ports scripts may connect to (Landlock ABI >= 4). Empty: no egress.
     allowed_ports: tuple[int, ...] = ()
     #: Invocations that may run at once for this tenant (one per worker).
@@ -52,6 +56,10 @@ class TenantLimits:
         d = asdict(self)
         d["allowed_ports"] = list(self.allowed_ports)
         return d
+
+    def worker_limits(self) -> WorkerLimits:
+        """The part of these limits a worker enforces itself (the wire contract's type)."""
+        return WorkerLimits(**{f.name: getattr(self, f.name) for f in fields(WorkerLimits)})
 
 
 def _default_state_dir() -> str:
@@ -79,7 +87,7 @@ class EngineConfig:
     #: Planned recycle of an idle worker older than this, seconds (0: never).
     max_worker_age: float = 3600.0
     #: Largest frame the supervisor accepts from a worker (bytes of JSON).
-    max_frame: int = 4 * 1024 * 1024
+    max_frame: int = DEFAULT_MAX_FRAME
     #: Where scratch directories and the uid map live.
     state_dir: str = field(default_factory=_default_state_dir)
     #: First uid/gid of the per-tenant range (root only). Tenants get

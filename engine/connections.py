@@ -41,6 +41,7 @@ from typing import Any, Callable, Generator, Mapping
 from scriptvisor.engine.contract import check_same_user, normalize_profile
 from scriptvisor.engine.errors import BadRequest, ContractViolation, EngineUnavailable, InvocationError, ScriptError
 from scriptvisor.engine.userstore import StoredUser, UserStore, UserStoreError
+from scriptvisor.sandbox import wire
 
 __all__ = [
     "OPERATIONS",
@@ -417,6 +418,15 @@ class _Run:
         if not isinstance(args, (list, tuple)) or len(args) != len(wanted):
             raise BadRequest(f"{operation} takes {len(wanted)} argument(s): {' '.join(a.upper() for a in wanted)}",
                              operation=operation)
+        for name, value in zip(wanted, args):
+            # Before the store or any script sees it: a value no frame can
+            # carry (a lone surrogate from a login form, NaN) is the request's
+            # fault, named, never a crash or a store error.
+            try:
+                wire.encode_arguments([value], {})
+            except wire.ArgumentError as exc:
+                raise BadRequest(exc.message.replace("args[0]", name), field=name, argument=name,
+                                 reason=exc.reason, operation=operation) from None
         self.conn = conn
         self.operation = operation
         self.started = time.perf_counter()

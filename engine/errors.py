@@ -24,13 +24,16 @@ else leaves the engine: no tracebacks, no bare strings.
 gets a normal result object with ``ok: false``.  The non-200 ones are about
 the request, not the script.
 
-The worker reports the first seven codes itself; the supervisor checks that a
-worker only ever claims codes from ``WORKER_CODES`` (see ``engine.protocol``).
+The worker reports the first six codes itself (``WORKER_CODES``, defined in
+the wire contract ``sandbox.wire``); the supervisor checks that a worker
+never claims any other (``engine.protocol.parse_worker_message``).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from scriptvisor.sandbox.wire import WORKER_CODES as _WORKER_CODES
 
 __all__ = [
     "CODES",
@@ -50,7 +53,6 @@ __all__ = [
     "ScriptError",
     "Stall",
     "Timeout",
-    "error_from_dict",
 ]
 
 
@@ -190,15 +192,6 @@ _ALL = [
 ]
 CODES: dict[str, type[InvocationError]] = {cls.code: cls for cls in _ALL}
 
-#: Codes a worker may report about its own invocation. Anything else from a
-#: worker is a protocol error: a worker cannot claim a timeout or a crash.
-WORKER_CODES = frozenset(
-    {"script_error", "compile_error", "not_found", "stall", "double_callback", "invalid_result"}
-)
-
-
-def error_from_dict(data: dict[str, Any]) -> InvocationError:
-    """Rebuild an error from its ``to_dict()`` form (code must be known)."""
-    cls = CODES[data["code"]]
-    details = {k: v for k, v in data.items() if k not in ("code", "name", "message")}
-    return cls(str(data.get("message", "")), name=data.get("name"), **details)
+#: Codes a worker may report about its own invocation (the wire contract's copy).
+WORKER_CODES = _WORKER_CODES
+assert WORKER_CODES <= set(CODES), "every worker code is an error class here"

@@ -1,50 +1,28 @@
-"""Wire protocol between the supervisor, the zygote and the workers.
+"""The supervisor's side of the wire: validating what workers send.
 
-Every message is one frame on a per-process stream socket::
-
-     0      1      2      3      4      5      6      7      8
-    +------+------+------+------+------+------+------+------+----- - -
-    | 'S'  | 'V'  | ver  | kind |   payload length (uint32 BE)  | payload
-    +------+------+------+------+------+------+------+------+----- - -
-
-* ``ver`` is ``VERSION``; a frame of any other version is refused.
-* ``kind`` is ``KIND_JSON`` (``b"J"``): the payload is one UTF-8 JSON object.
-  There is no other kind.  Nothing crossing the boundary is ever unpickled.
-* The length is checked against the receiver's cap *before* any payload is
-  buffered, so a hostile worker cannot make the supervisor allocate more than
-  ``max_frame`` bytes per channel.
-
-A worker is never trusted: ``FrameDecoder`` raises ``FrameError`` on bad
-magic, version, kind, size, UTF-8 or JSON, and ``parse_worker_message``
-validates the shape of every message before the supervisor acts on it.  Any
-``FrameError`` from a worker means: kill it, report ``protocol_error``.
-
-Messages (``t`` is the type):
-
-    supervisor -> worker   invoke  {id, path, hash, source|null, fn, args, config, timeout}
-                           exit    {}                        planned recycle, graceful
-    worker -> supervisor   ready   {pid}                     confined and waiting
-                           result  {id, ok, result, error, logs, stats}
-                           need_source {id}                  source hash not cached: resend with source
-    supervisor -> zygote   spawn   {worker, tenant, policy}  + the worker's socket (SCM_RIGHTS)
-                           stop    {}
-    zygote -> supervisor   spawned {worker, pid} | failed {worker, reason}
-                           exited  {pid, status}
-                           log     {level, message}
+The frame format, the caps, the messages, the exit codes and the worker
+policy live in ``scriptvisor.sandbox.wire``, the one leaf module both sides
+import (the sandbox never imports the engine).  This module re-exports the
+frame helpers for the engine and adds what only the supervisor needs: typed
+messages from a worker, each validated by ``parse_worker_message`` before the
+supervisor acts on it.  A worker is never trusted: any ``FrameError`` from one
+means kill it and report ``protocol_error``.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import WORKER_CODES
+from scriptvisor.sandbox.wire import (
+    DEFAULT_MAX_FRAME, HEADER, MAX_ERROR_NAME, MAX_ERROR_TEXT, MAX_INBOUND_FRAME, MAX_LOG_LINES,
+    VERSION, WORKER_CODES, FrameDecoder, FrameError, encode,
+)
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "HEADER",
+    "MAX_INBOUND_FRAME",
     "VERSION",
     "FrameDecoder",
     "FrameError",
@@ -55,94 +33,10 @@ __all__ = [
     "parse_worker_message",
 ]
 
-MAGIC = b"SV"
-VERSION = 1
-KIND_JSON = ord("J")
-HEADER = struct.Struct(">2sBBI")
-DEFAULT_MAX_FRAME = 4 * 1024 * 1024  # bytes of JSON payload per frame
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_loads = json.loads
-_pack = HEADER.pack
-_HSIZE = HEADER.size
-
-
-class FrameError(Exception):
-    """A frame that breaks the protocol. ``reason`` is a short machine word."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def encode(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
-    """One frame for ``message``. Raises ``FrameError('too_large')`` / ``('not_json')``."""
-    try:
-        payload = _dumps(message).encode("utf-8", "surrogatepass")
-    except (TypeError, ValueError) as exc:
-        raise FrameError("not_json", f"message is not JSON-serialisable: {exc}") from None
-    if len(payload) > max_frame:
-        raise FrameError("too_large", f"frame of {len(payload)} bytes exceeds {max_frame}")
-    return _pack(MAGIC, VERSION, KIND_JSON, len(payload)) + payload
-
-
-class FrameDecoder:
-    """Incremental decoder for one channel. ``feed`` returns complete messages."""
-
-    __slots__ = ("_buf", "_need", "max_frame")
-
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self._buf = bytearray()
-        self._need = 0  # payload length of the frame being read, 0 = reading a header
-        self.max_frame = max_frame
-
-    @property
-    def pending(self) -> int:
-        """Bytes buffered that do not yet form a whole frame."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        buf = self._buf
-        buf += data
-        out: list[dict[str, Any]] = []
-        while True:
-            if not self._need:
-                if len(buf) < _HSIZE:
-                    return out
-                magic, version, kind, length = HEADER.unpack_from(buf)
-                if magic != MAGIC:
-                    raise FrameError("bad_magic", f"bad frame magic {bytes(magic)!r}")
-                if version != VERSION:
-                    raise FrameError("bad_version", f"unsupported protocol version {version}")
-                if kind != KIND_JSON:
-                    raise FrameError("bad_kind", f"unsupported frame kind {kind}")
-                if length > self.max_frame:
-                    raise FrameError("too_large", f"frame of {length} bytes exceeds {self.max_frame}")
-                if length == 0:
-                    raise FrameError("empty", "empty frame")
-                self._need = length
-            end = _HSIZE + self._need
-            if len(buf) < end:
-                return out
-            payload = bytes(buf[_HSIZE:end])
-            del buf[:end]
-            self._need = 0
-            try:
-                message = _loads(payload.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError):
-                raise FrameError("bad_json", "frame payload is not valid UTF-8 JSON") from None
-            if type(message) is not dict or type(message.get("t")) is not str:
-                raise FrameError("bad_message", "frame payload is not a typed message object")
-            out.append(message)
-
 
 # --------------------------------------------------------------------------
 # Typed messages from workers.  Validation lives here so the supervisor only
 # ever handles objects whose shape has been checked.
-
-MAX_LOG_LINES = 10_000
-MAX_ERROR_TEXT = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -194,7 +88,7 @@ def parse_worker_message(msg: dict[str, Any]) -> Ready | WorkerResult | NeedSour
                 raise FrameError("bad_message", "a failed result needs an error object")
             if error.get("code") not in WORKER_CODES:
                 raise FrameError("bad_message", f"worker may not report code {error.get('code')!r}")
-            if not _is_text(error.get("name"), 256) or not _is_text(error.get("message")):
+            if not _is_text(error.get("name"), MAX_ERROR_NAME) or not _is_text(error.get("message")):
                 raise FrameError("bad_message", "error name and message must be strings")
             if msg.get("result") is not None:
                 raise FrameError("bad_message", "a failed result carries no value")

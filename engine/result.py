@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import InvocationError
 
-__all__ = ["PUBLIC_KEYS", "Result", "public"]
+__all__ = ["Result", "public"]
 
 
 @dataclass(slots=True)
@@ -31,7 +31,7 @@ class Result:
         return None if self.error is None else self.error.get("code")
 
     def to_dict(self, *, with_worker: bool = False) -> dict[str, Any]:
-        """The ``scriptvisor run --json`` object: exactly ``PUBLIC_KEYS``.
+        """The ``scriptvisor run --json`` object: ok, result, error, logs, duration_ms.
 
         ``with_worker`` adds the worker's pid and resource figures, for the
         engine's own consumers (operator log, connections); they are not part
@@ -47,10 +47,6 @@ class Result:
         if with_worker:
             out["worker"] = self.worker
         return out
-
-
-#: The keys of the public result object (CLI ``--json``, HTTP API).
-PUBLIC_KEYS = ("ok", "result", "error", "logs", "duration_ms")
 
 
 def public(result: dict[str, Any]) -> dict[str, Any]:

@@ -35,12 +35,13 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from scriptvisor.sandbox import worker as sandbox_worker
+from scriptvisor.sandbox import wire
+from scriptvisor.sandbox.wire import WorkerPolicy
 
 from . import protocol
 from .config import EngineConfig, TenantLimits
 from .errors import (
-    Crash, EngineUnavailable, InvocationError, Overloaded, ProtocolError, Timeout,
+    BadRequest, Crash, EngineUnavailable, InvocationError, Overloaded, ProtocolError, Timeout,
 )
 from .result import Result
 from .worker import Channel, Job, JobState, WorkerHandle, WorkerState
@@ -48,7 +49,6 @@ from .worker import Channel, Job, JobState, WorkerHandle, WorkerState
 log = logging.getLogger("scriptvisor.supervisor")
 
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 #: How long to wait for the zygote's exit report after a worker's EOF before
 #: reporting the crash without an exit status.
@@ -61,11 +61,7 @@ MAX_BOOT_FAILURES = 3
 #: evictions are not: the pool target decides those).
 REPLACED = frozenset({"crash", "timeout", "protocol_error", "zygote_exit"})
 
-EXIT_NAMES = {
-    sandbox_worker.EXIT_BOOT_ERROR: "worker boot error",
-    sandbox_worker.EXIT_CONFINEMENT_FAILED: "confinement failed",
-    sandbox_worker.EXIT_PROTOCOL: "protocol error from supervisor",
-}
+EXIT_NAMES = wire.EXIT_NAMES
 
 
 def describe_status(status: int | None) -> dict[str, Any]:
@@ -269,24 +265,24 @@ class Supervisor:
                 pool.data_dir = data_dir
         return pool
 
-    def _policy(self, pool: TenantPool, worker_id: int) -> dict[str, Any]:
+    def _policy(self, pool: TenantPool, worker_id: int) -> WorkerPolicy:
         uid = gid = None
         if self.uidmap is not None:
             uid = gid = self.uidmap.uid_for(pool.name)
-        return {
-            "tenant": pool.name,
-            "worker_id": worker_id,
-            "uid": uid,
-            "gid": gid,
-            "scratch_dir": os.path.join(self.config.state_dir, "scratch", pool.name, str(worker_id)),
-            "data_dir": pool.data_dir,
-            "allowed_ports": list(pool.limits.allowed_ports),
-            "limits": pool.limits.to_dict(),
-            "confine": self.config.confine,
-            "debug_exec": self.config.debug_exec,
-            "max_frame": self.config.max_frame,
-            "standby": self.config.standby,
-        }
+        return WorkerPolicy(
+            tenant=pool.name,
+            worker_id=worker_id,
+            uid=uid,
+            gid=gid,
+            scratch_dir=os.path.join(self.config.state_dir, "scratch", pool.name, str(worker_id)),
+            data_dir=pool.data_dir,
+            allowed_ports=tuple(pool.limits.allowed_ports),
+            limits=pool.limits.worker_limits(),
+            confine=self.config.confine,
+            debug_exec=self.config.debug_exec,
+            max_frame=self.config.max_frame,
+            standby=self.config.standby,
+        )
 
     # ------------------------------------------------------------------ workers
     def spawn_worker(self, pool: TenantPool) -> WorkerHandle | None:
@@ -294,15 +290,15 @@ class Supervisor:
             return None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         chan = Channel(ours, self.config.max_frame)
-        w = WorkerHandle(pool.name, chan, {})
-        w.policy = self._policy(pool, w.id)
+        w = WorkerHandle(pool.name, chan)
+        policy = self._policy(pool, w.id)
         fd = chan.fd
         chan.want_write = lambda on: (self.reactor.add_writer(fd, chan.flush) if on
                                       else self.reactor.remove_writer(fd))
         self.workers[w.id] = w
         pool.workers.add(w)
         self.reactor.add_reader(fd, lambda: self._on_worker_readable(w))
-        frame = protocol.encode({"t": "spawn", "worker": w.id, "policy": w.policy})
+        frame = wire.encode({"t": "spawn", "worker": w.id, "policy": policy.to_wire()})
         try:
             self.zchan.send(frame, os.dup(theirs.fileno()))
         except OSError:
@@ -430,7 +426,7 @@ class Supervisor:
         self.emit("worker_exit", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
         if pool is not None and reason == "evicted" and not pool.workers and self.zchan is not None:
             # The tenant lost its last worker to make room: its standby goes too.
-            self.zchan.send(protocol.encode({"t": "drop_standby", "tenant": pool.name}))
+            self.zchan.send(wire.encode({"t": "drop_standby", "tenant": pool.name}))
         if pool is not None and self.state == "running":
             self._drain_queue(pool)
             if reason in REPLACED:
@@ -547,7 +543,6 @@ class Supervisor:
             return
         w.job = None
         w.invocations += 1
-        w.last_used = time.monotonic()
         info = w.info()
         info["cpu_ms"] = msg.stats.get("cpu_ms")
         info["maxrss_kb"] = msg.stats.get("maxrss_kb")
@@ -579,7 +574,7 @@ class Supervisor:
         w.transition(WorkerState.EXITING)
         w.exit_reason = reason
         try:
-            w.chan.send(protocol.encode({"t": "exit"}))
+            w.chan.send(wire.encode({"t": "exit"}))
         except OSError:
             pass
         self._push(time.monotonic() + self.config.exit_grace, "grace", w)
@@ -654,13 +649,30 @@ class Supervisor:
         timeout = float(timeout)
         if not (timeout > 0):
             raise ValueError("timeout must be a positive number of seconds")
+        refused: InvocationError | None = None
         try:
-            args_json = _json(list(args))
-            config_json = _json(dict(configuration or {}))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"arguments and configuration must be JSON values: {exc}") from None
-        job = Job(tenant, path, source, source_digest(source), function, args_json, config_json,
+            # Everything a frame must carry is checked here, before the call
+            # is queued: strict UTF-8 (a lone surrogate from a login form),
+            # JSON values only, and the whole invoke frame within the
+            # worker's cap. The error names the argument; nothing is sent.
+            path_json = wire.json_bytes(path)
+            fn_json = wire.json_bytes(function)
+            source_json = wire.json_bytes(source)
+            args_json, config_json = wire.encode_arguments(
+                list(args), dict(configuration or {}),
+                source_bytes=len(source_json) + len(path_json) + len(fn_json))
+        except wire.ArgumentError as exc:
+            refused = BadRequest(exc.message, argument=exc.argument, reason=exc.reason)
+            path_json = fn_json = source_json = args_json = config_json = b"null"
+        except wire.FrameError as exc:
+            refused = BadRequest(f"the script's path, function or source cannot be sent: {exc.message}",
+                                 reason=exc.reason)
+            path_json = fn_json = source_json = args_json = config_json = b"null"
+        job = Job(tenant, path_json, fn_json, source_json, source_digest(source), args_json, config_json,
                   timeout, on_done, debug_code)
+        if refused is not None:
+            self._finish(job, Result.failure(refused))
+            return job
         pool.last_used = job.submitted
         if self.state != "running":
             self._finish(job, Result.failure(EngineUnavailable("the engine is not accepting work")))
@@ -686,6 +698,13 @@ class Supervisor:
         self.manage_workers(pool)
         return job
 
+    def refuse(self, tenant: str, error: InvocationError,
+               on_done: Callable[[Job], None] | None = None) -> Job:
+        """A job that fails with ``error`` before it is queued (a request error: nothing runs)."""
+        job = Job(tenant, b"null", b"null", b"null", "", b"[]", b"{}", 0.0, on_done)
+        self._finish(job, Result.failure(error))
+        return job
+
     def dispatch(self, w: WorkerHandle, job: Job) -> None:
         w.transition(WorkerState.BUSY)
         w.job = job
@@ -704,21 +723,24 @@ class Supervisor:
 
     def _send_invoke(self, w: WorkerHandle, job: Job) -> None:
         remaining = max(0.001, job.deadline - time.monotonic())
-        if job.debug_code is not None:
-            frame = protocol.encode({"t": "debug_exec", "id": job.id, "code": job.debug_code},
-                                    self.config.max_frame * 4)
-        else:
-            if job.hash in w.known_sources:
-                src = "null"
+        try:
+            if job.debug_code is not None:
+                frame = wire.encode({"t": "debug_exec", "id": job.id, "code": job.debug_code},
+                                    wire.MAX_INBOUND_FRAME)
             else:
-                src = _json(job.source)
+                known = job.hash in w.known_sources
+                frame = wire.invoke_frame(job.id, remaining, job.hash, job.path_json, job.fn_json,
+                                          None if known else job.source_json, job.args_json,
+                                          job.config_json)
                 w.known_sources.add(job.hash)
-            payload = (
-                f'{{"t":"invoke","id":{job.id},"timeout":{remaining!r},"hash":"{job.hash}",'
-                f'"path":{_json(job.path)},"fn":{_json(job.fn)},"source":{src},'
-                f'"args":{job.args_json},"config":{job.config_json}}}'
-            ).encode("utf-8", "surrogatepass")
-            frame = protocol.HEADER.pack(b"SV", protocol.VERSION, protocol.KIND_JSON, len(payload)) + payload
+        except wire.FrameError as exc:  # submit checked the sizes: a bug, never the worker's fault
+            w.job = None
+            job.worker = None
+            w.transition(WorkerState.IDLE)
+            self._finish(job, Result.failure(BadRequest(f"the call cannot be sent: {exc.message}",
+                                                        reason=exc.reason)))
+            self._worker_free(w)
+            return
         try:
             w.chan.send(frame)
         except (BrokenPipeError, ConnectionResetError):
@@ -856,7 +878,7 @@ class Supervisor:
             self.kill_worker(w, "shutdown", EngineUnavailable("the engine stopped"))
         if self.zchan is not None:
             try:
-                self.zchan.send(protocol.encode({"t": "stop"}))
+                self.zchan.send(wire.encode({"t": "stop"}))
                 self.zchan.sock.setblocking(True)
                 self.zchan.flush()
             except OSError:

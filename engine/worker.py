@@ -79,7 +79,6 @@ class Channel:
         self.backlog = 0
         self.max_backlog = max_backlog
         self.closed = False
-        self.broken = False  # a write found the peer gone
         self.want_write: Callable[[bool], None] = lambda on: None
 
     def _write(self, data: bytes | memoryview, fd: int | None) -> int:
@@ -130,7 +129,6 @@ class Channel:
             except OSError:
                 # The peer is gone (EPIPE/ECONNRESET). Drop the backlog; the
                 # read side sees EOF and reports the death in the usual way.
-                self.broken = True
                 self._drop_backlog()
                 break
             self.backlog -= sent
@@ -165,24 +163,27 @@ _job_ids = itertools.count(1)
 
 class Job:
     __slots__ = (
-        "id", "tenant", "path", "source", "hash", "fn", "args_json", "config_json",
+        "id", "tenant", "path_json", "fn_json", "source_json", "hash", "args_json", "config_json",
         "timeout", "submitted", "deadline", "state", "worker", "result", "on_done",
         "debug_code", "resent", "timer",
     )
 
-    def __init__(self, tenant: str, path: str, source: str, digest: str, fn: str,
-                 args_json: str, config_json: str, timeout: float,
-                 on_done: Callable[["Job"], None] | None = None, debug_code: str | None = None) -> None:
+    def __init__(self, tenant: str, path_json: bytes, fn_json: bytes, source_json: bytes, digest: str,
+                 args_json: bytes, config_json: bytes, timeout: float,
+                 on_done: Callable[["Job"], None] | None = None, debug_code: str | None = None,
+                 now: float | None = None) -> None:
+        # The call's parts are kept as the JSON bytes the invoke frame is
+        # made of: checked once at submission, never re-encoded per send.
         self.id = next(_job_ids)
         self.tenant = tenant
-        self.path = path
-        self.source = source
+        self.path_json = path_json
+        self.fn_json = fn_json
+        self.source_json = source_json
         self.hash = digest
-        self.fn = fn
         self.args_json = args_json
         self.config_json = config_json
         self.timeout = timeout
-        self.submitted = time.monotonic()
+        self.submitted = time.monotonic() if now is None else now
         self.deadline = 0.0
         self.state = JobState.QUEUED
         self.worker: WorkerHandle | None = None
@@ -207,10 +208,10 @@ class WorkerHandle:
     __slots__ = (
         "id", "tenant", "chan", "pid", "pidfd", "state", "job", "known_sources",
         "spawned_at", "ready_at", "invocations", "got_ready", "exit_status",
-        "exit_reason", "last_used", "pending_crash", "policy",
+        "exit_reason", "pending_crash", "timers",
     )
 
-    def __init__(self, tenant: str, chan: Channel, policy: dict[str, Any]) -> None:
+    def __init__(self, tenant: str, chan: Channel, now: float | None = None) -> None:
         self.id = next(_worker_ids)
         self.tenant = tenant
         self.chan = chan
@@ -219,15 +220,16 @@ class WorkerHandle:
         self.state = WorkerState.SPAWNING
         self.job: Job | None = None
         self.known_sources: set[str] = set()
-        self.spawned_at = time.monotonic()
+        self.spawned_at = time.monotonic() if now is None else now
         self.ready_at = 0.0
         self.invocations = 0
         self.got_ready = False
         self.exit_status: int | None = None
         self.exit_reason: str | None = None
-        self.last_used = self.spawned_at
         self.pending_crash: Job | None = None
-        self.policy = policy
+        #: Deadline entries that name this worker (age, grace, status): all
+        #: cancelled when it dies, so nothing keeps a dead worker alive.
+        self.timers: list[Any] = []
 
     def transition(self, new: WorkerState) -> None:
         self.state = _move(f"worker {self.id}", _WORKER_MOVES, self.state, new)

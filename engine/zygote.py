@@ -48,34 +48,28 @@ import sys
 import time
 from typing import Any
 
-from scriptvisor.engine import protocol
-
-
-
-def _standby_key(policy: dict[str, Any]) -> str:
-    """Everything of a policy that a standby was confined with (not its id or scratch dir)."""
-    return json.dumps({k: v for k, v in policy.items() if k not in ("worker_id", "scratch_dir")},
-                      sort_keys=True)
+from scriptvisor.sandbox import wire
+from scriptvisor.sandbox.wire import WorkerPolicy
 
 
 class Zygote:
     def __init__(self, fd: int) -> None:
         self.ctl = socket.socket(fileno=fd)
         self.ctl.setblocking(True)
-        self.decoder = protocol.FrameDecoder(protocol.DEFAULT_MAX_FRAME)
+        self.decoder = wire.FrameDecoder(wire.DEFAULT_MAX_FRAME)
         self.fds: list[int] = []          # sockets received, in order, awaiting their spawn frame
-        self.children: dict[int, dict[str, Any]] = {}  # pid -> policy
+        self.children: dict[int, WorkerPolicy] = {}  # pid -> policy
         self.confine: Any = None
         self.layers: dict[str, Any] = {}
         self.running = True
         self.standbys: dict[str, dict[str, Any]] = {}      # tenant -> {pid, link, key}
-        self.want_standby: dict[str, dict[str, Any]] = {}  # tenant -> policy, forked after replies
+        self.want_standby: dict[str, WorkerPolicy] = {}  # tenant -> policy, forked after replies
         self.standby_seq = 0
         self.last_error = ""
 
     # -- plumbing ---------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
-        self.ctl.sendall(protocol.encode(message))
+        self.ctl.sendall(wire.encode(message))
 
     def log(self, level: str, message: str) -> None:
         try:
@@ -116,17 +110,22 @@ class Zygote:
     # -- spawning ---------------------------------------------------------
     def spawn(self, msg: dict[str, Any]) -> None:
         worker_id = msg.get("worker")
-        policy = msg.get("policy") or {}
         if not self.fds:
             self.send({"t": "failed", "worker": worker_id, "reason": "no socket received with spawn"})
             return
         fd = self.fds.pop(0)
-        tenant = policy.get("tenant")
+        try:
+            policy = WorkerPolicy.from_wire(msg.get("policy"))
+        except wire.FrameError as exc:
+            os.close(fd)
+            self.send({"t": "failed", "worker": worker_id, "reason": f"bad policy: {exc.message}"})
+            return
+        tenant = policy.tenant
         sb = self.standbys.pop(tenant, None)
         if sb is not None:
-            if sb["key"] == _standby_key(policy) and self._hand_over(sb, fd, worker_id):
+            if sb["key"] == policy.standby_key() and self._hand_over(sb, fd, worker_id):
                 self.send({"t": "spawned", "worker": worker_id, "pid": sb["pid"]})
-                if policy.get("standby"):
+                if policy.standby:
                     self.want_standby[tenant] = policy
                 return
             self._drop_standby(sb)
@@ -135,7 +134,7 @@ class Zygote:
             self.send({"t": "failed", "worker": worker_id, "reason": self.last_error})
             return
         self.send({"t": "spawned", "worker": worker_id, "pid": pid})
-        if policy.get("standby"):
+        if policy.standby:
             self.want_standby[tenant] = policy
 
     def _hand_over(self, sb: dict[str, Any], fd: int, worker_id: Any) -> bool:
@@ -164,9 +163,8 @@ class Zygote:
             if tenant in self.standbys:
                 continue
             self.standby_seq += 1
-            sb_policy = dict(policy)
-            sb_policy["scratch_dir"] = os.path.join(
-                os.path.dirname(policy.get("scratch_dir") or "/nonexistent/x"), f"standby-{self.standby_seq}")
+            sb_policy = policy.replace(scratch_dir=os.path.join(
+                os.path.dirname(policy.scratch_dir or "/nonexistent/x"), f"standby-{self.standby_seq}"))
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             pid = self._fork(None, sb_policy, link=theirs.fileno())
             theirs.close()
@@ -174,12 +172,12 @@ class Zygote:
                 ours.close()
                 self.log("warning", f"standby for tenant {tenant!r} not started: {self.last_error}")
                 continue
-            self.standbys[tenant] = {"pid": pid, "link": ours, "key": _standby_key(policy)}
+            self.standbys[tenant] = {"pid": pid, "link": ours, "key": policy.standby_key()}
 
-    def _fork(self, fd: int | None, policy: dict[str, Any], link: int | None) -> int | None:
+    def _fork(self, fd: int | None, policy: WorkerPolicy, link: int | None) -> int | None:
         """Fork a worker (``fd``: its channel) or a standby (``link``: its zygote link)."""
         keep: set[int] = set()
-        if policy.get("confine") and self.confine is not None:
+        if policy.confine and self.confine is not None:
             try:
                 self.confine.prepare(policy)
                 keep = set(self.confine.keep_fds(policy))
@@ -202,10 +200,10 @@ class Zygote:
         self.children[pid] = policy
         return pid
 
-    def _child(self, fd: int, keep: set[int], policy: dict[str, Any], standby: bool = False) -> None:
+    def _child(self, fd: int, keep: set[int], policy: WorkerPolicy, standby: bool = False) -> None:
         from scriptvisor.sandbox import worker  # preloaded: a dict lookup
 
-        code = worker.EXIT_BOOT_ERROR
+        code = wire.EXIT_BOOT_ERROR
         try:
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
@@ -223,12 +221,12 @@ class Zygote:
                     os.closerange(low, k)
                     low = k + 1
             os.closerange(low, 1 << 16)
-            code = worker.EXIT_CONFINEMENT_FAILED
-            if policy.get("confine") and self.confine is not None:
+            code = wire.EXIT_CONFINEMENT_FAILED
+            if policy.confine and self.confine is not None:
                 self.confine.apply(policy)
             else:
                 os.setsid()
-            code = worker.EXIT_BOOT_ERROR
+            code = wire.EXIT_BOOT_ERROR
             if standby:
                 worker.standby(fd, policy)
             else:
@@ -255,7 +253,7 @@ class Zygote:
                 self.send({"t": "exited", "pid": pid, "status": status})
             except OSError:
                 pass
-            if policy is not None and self.confine is not None and policy.get("confine"):
+            if policy is not None and self.confine is not None and policy.confine:
                 try:
                     self.confine.cleanup_scratch(policy)
                 except Exception as exc:
@@ -278,7 +276,7 @@ class Zygote:
             except ChildProcessError:
                 break
             policy = self.children.pop(pid, None)
-            if policy is not None and self.confine is not None and policy.get("confine"):
+            if policy is not None and self.confine is not None and policy.confine:
                 try:
                     self.confine.cleanup_scratch(policy)
                 except Exception:
@@ -300,14 +298,6 @@ class Zygote:
             kind = msg["t"]
             if kind == "spawn":
                 self.spawn(msg)
-            elif kind == "kill":
-                pid = msg.get("pid")
-                if pid in self.children:
-                    for kill in (os.killpg, os.kill):
-                        try:
-                            kill(pid, signal.SIGKILL)
-                        except OSError:
-                            pass
             elif kind == "drop_standby":
                 sb = self.standbys.pop(msg.get("tenant"), None)
                 self.want_standby.pop(msg.get("tenant"), None)

@@ -29,6 +29,7 @@ import sys
 from typing import Any
 
 from scriptvisor.sandbox import landlock, rlimits, seccomp
+from scriptvisor.sandbox.wire import WorkerPolicy
 
 __all__ = [
     "ConfinementFailed",
@@ -107,8 +108,8 @@ _read_only: list[str] | None = None
 _availability: dict[str, tuple[bool, str]] | None = None
 
 
-def _key(policy: dict[str, Any]) -> tuple[str, int]:
-    return (str(policy["tenant"]), int(policy.get("worker_id", 0)))
+def _key(policy: WorkerPolicy) -> tuple[str, int]:
+    return (policy.tenant, policy.worker_id)
 
 
 def _is_root() -> bool:
@@ -209,16 +210,16 @@ def _layers() -> dict[str, tuple[bool, str]]:
 # ---------------------------------------------------------------------------
 # Zygote side
 
-def prepare(policy: dict[str, Any]) -> None:
+def prepare(policy: WorkerPolicy) -> None:
     """Per-worker work done in the zygote before fork (fast; no threads left)."""
     global _zygote_pid
     _zygote_pid = os.getpid()
     _make_scratch(policy)
-    if not policy.get("confine", True):
+    if not policy.confine:
         return
     layers = _layers()
     if layers["seccomp"][0]:
-        allow_udp = bool(policy.get("allowed_ports"))
+        allow_udp = bool(policy.allowed_ports)
         if allow_udp not in _programs:
             try:
                 _programs[allow_udp] = seccomp.Program(seccomp.build(allow_udp=allow_udp))
@@ -235,7 +236,7 @@ def prepare(policy: dict[str, Any]) -> None:
             raise ConfinementFailed("landlock", f"building the ruleset: {_errno_text(exc)}")
 
 
-def keep_fds(policy: dict[str, Any]) -> set[int]:
+def keep_fds(policy: WorkerPolicy) -> set[int]:
     """Fds the forked child must keep open for ``apply`` (the Landlock ruleset)."""
     rs = _rulesets.get(_key(policy))
     return {rs.fd} if rs is not None and rs.fd >= 0 else set()
@@ -245,7 +246,11 @@ def _read_only_paths() -> list[str]:
     """Interpreter, stdlib, site-packages and our own packages; computed once."""
     global _read_only
     if _read_only is None:
-        from scriptvisor import engine
+        import importlib.util
+
+        # The engine's package directory by lookup, not by import: the
+        # sandbox never imports the engine.
+        engine_dirs = importlib.util.find_spec("scriptvisor.engine").submodule_search_locations or []
         from scriptvisor import sandbox
 
         prefixes = {os.path.realpath(p) for p in
@@ -261,8 +266,9 @@ def _read_only_paths() -> list[str]:
             real = os.path.realpath(entry)
             if any(real == p or real.startswith(p + os.sep) for p in prefixes):
                 paths.add(real)
-        for pkg in (sandbox, engine):
-            paths.update(os.path.realpath(d) for d in pkg.__path__ if d)
+        for d in [*sandbox.__path__, *engine_dirs]:
+            if d:
+                paths.add(os.path.realpath(d))
         paths.update(SYSTEM_READ_ONLY)
         # A root or home-like grant would void the whole layer: refuse it loudly.
         broad = sorted(p for p in paths if p.count(os.sep) < 2 and p not in SYSTEM_READ_ONLY)
@@ -272,7 +278,7 @@ def _read_only_paths() -> list[str]:
     return _read_only
 
 
-def _build_ruleset(policy: dict[str, Any]) -> landlock.Ruleset:
+def _build_ruleset(policy: WorkerPolicy) -> landlock.Ruleset:
     abi = landlock.abi_version()
     rs = landlock.Ruleset.create(abi)
     try:
@@ -280,11 +286,11 @@ def _build_ruleset(policy: dict[str, Any]) -> landlock.Ruleset:
             rs.allow_path(path, landlock.READ_ONLY)
         for path in SYSTEM_READ_WRITE:
             rs.allow_path(path, landlock.READ_WRITE)
-        for path in (policy.get("scratch_dir"), policy.get("data_dir")):
+        for path in (policy.scratch_dir, policy.data_dir):
             if path and not rs.allow_path(path, landlock.READ_WRITE):
                 raise FileNotFoundError(errno.ENOENT, "read-write directory missing", path)
         if rs.handled_net:
-            for port in policy.get("allowed_ports") or ():
+            for port in policy.allowed_ports:
                 rs.allow_port(int(port))
     except BaseException:
         rs.close()
@@ -292,17 +298,17 @@ def _build_ruleset(policy: dict[str, Any]) -> landlock.Ruleset:
     return rs
 
 
-def _make_scratch(policy: dict[str, Any]) -> None:
-    """Create ``policy['scratch_dir']``: mode 0700, owned by the tenant uid.
+def _make_scratch(policy: WorkerPolicy) -> None:
+    """Create ``policy.scratch_dir``: mode 0700, owned by the tenant uid.
 
     As root it is a tmpfs of ``scratch_mb`` with a bounded inode count, mounted
     in the zygote's private mount namespace (it vanishes with the zygote).
     """
-    path = policy.get("scratch_dir")
+    path = policy.scratch_dir
     if not path:
         return
     path = os.path.abspath(path)
-    uid, gid = policy.get("uid"), policy.get("gid")
+    uid, gid = policy.uid, policy.gid
     parent = os.path.dirname(path)
     # The per-tenant parent: searchable (to reach one's own dir), not listable,
     # not writable by workers: nothing left there survives a recycle.
@@ -314,11 +320,11 @@ def _make_scratch(policy: dict[str, Any]) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
     if uid is not None:
         _ensure_searchable(parent, uid)
-        data_dir = policy.get("data_dir")
+        data_dir = policy.data_dir
         if data_dir and os.path.isdir(data_dir) and os.stat(data_dir).st_uid != uid:
             _give_data_dir(data_dir, int(uid), int(gid if gid is not None else uid))
-    if _is_root() and policy.get("confine", True) and _mount_namespace():
-        mb = int((policy.get("limits") or {}).get("scratch_mb", 32))
+    if _is_root() and policy.confine and _mount_namespace():
+        mb = int(policy.limits.scratch_mb)
         owner = f",uid={uid},gid={gid if gid is not None else uid}" if uid is not None else ""
         opts = f"size={mb}m,nr_inodes={max(64, mb * INODES_PER_MB)},mode=0700{owner}"
         if _libc.mount(b"scriptvisor-scratch", path.encode(), b"tmpfs",
@@ -372,7 +378,7 @@ def _unmount(path: str) -> None:
     _mounted.discard(path)
 
 
-def cleanup_scratch(policy: dict[str, Any]) -> None:
+def cleanup_scratch(policy: WorkerPolicy) -> None:
     """Zygote, after reaping the worker: drop its scratch files and ruleset fd.
 
     Cheap for the zygote whatever the worker left: a tmpfs is detached in one
@@ -383,7 +389,7 @@ def cleanup_scratch(policy: dict[str, Any]) -> None:
     rs = _rulesets.pop(_key(policy), None)
     if rs is not None:
         rs.close()
-    path = policy.get("scratch_dir")
+    path = policy.scratch_dir
     if not path:
         return
     path = os.path.abspath(path)
@@ -423,7 +429,7 @@ def _discard(path: str) -> None:
 # ---------------------------------------------------------------------------
 # Child side
 
-def apply(policy: dict[str, Any]) -> None:
+def apply(policy: WorkerPolicy) -> None:
     """Confine the calling (forked, single-threaded) worker. Irreversible."""
     zygote = _zygote_pid if _zygote_pid is not None else os.getppid()
     try:
@@ -432,12 +438,12 @@ def apply(policy: dict[str, Any]) -> None:
     except OSError as exc:
         raise ConfinementFailed("setsid", _errno_text(exc))
     _scrub_env(policy)
-    if not policy.get("confine", True):
+    if not policy.confine:
         return
     layers = _layers()
-    uid, gid = policy.get("uid"), policy.get("gid")
+    uid, gid = policy.uid, policy.gid
     try:
-        rlimits.apply(policy.get("limits") or {}, per_uid=uid is not None)
+        rlimits.apply(policy.limits, per_uid=uid is not None)
     except rlimits.RlimitError as exc:
         raise ConfinementFailed("rlimits", str(exc))
     if uid is not None:
@@ -450,7 +456,7 @@ def apply(policy: dict[str, Any]) -> None:
             raise ConfinementFailed("uid", f"dropping to {uid}:{gid}: {_errno_text(exc)}")
         if os.getuid() != uid or os.geteuid() != uid or os.getgroups():
             raise ConfinementFailed("uid", "credentials did not change")
-    scratch = policy.get("scratch_dir")
+    scratch = policy.scratch_dir
     if scratch:
         try:
             os.chdir(scratch)  # relative paths land in the scratch dir, not in "/"
@@ -472,7 +478,7 @@ def apply(policy: dict[str, Any]) -> None:
             raise ConfinementFailed("landlock", _errno_text(exc))
         rs.close()
     if layers["seccomp"][0]:
-        prog = _programs.get(bool(policy.get("allowed_ports")))
+        prog = _programs.get(bool(policy.allowed_ports))
         if prog is None:
             raise ConfinementFailed("seccomp", "prepare() did not build the filter")
         try:
@@ -481,10 +487,10 @@ def apply(policy: dict[str, Any]) -> None:
             raise ConfinementFailed("seccomp", _errno_text(exc))
 
 
-def _scrub_env(policy: dict[str, Any]) -> None:
+def _scrub_env(policy: WorkerPolicy) -> None:
     """Nothing of the supervisor's environment (secrets) reaches tenant code."""
     env = dict(WORKER_ENV)
-    scratch = policy.get("scratch_dir")
+    scratch = policy.scratch_dir
     if scratch:
         env["HOME"] = env["TMPDIR"] = scratch
     # clearenv() empties the C environ in one call (os.environ.clear() unsets

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from scriptvisor.sandbox.wire import WorkerLimits
+
 __all__ = ["Invocation", "WorkerContext", "current", "worker"]
 
 
@@ -27,7 +29,7 @@ class WorkerContext:
     data_dir: str | None = None      # the tenant's data directory (sqlite files live here)
     scratch_dir: str | None = None   # this worker's private writable directory
     allowed_ports: tuple[int, ...] = ()  # TCP ports scripts may connect to (empty: none)
-    limits: dict[str, Any] = field(default_factory=dict)
+    limits: WorkerLimits = field(default_factory=WorkerLimits)
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def on_recycle(self, fn: Callable[[], None]) -> None:

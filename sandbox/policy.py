@@ -22,7 +22,7 @@ from typing import Any
 
 from RestrictedPython.transformer import RestrictingNodeTransformer, copy_locations
 
-from scriptvisor.sandbox import guards
+from scriptvisor.sandbox import guards, wire
 
 __all__ = [
     "BUILTINS",
@@ -43,18 +43,15 @@ RECURSION_LIMIT = 1000
 COMPILE_CACHE_SIZE = 256
 #: Largest script source accepted (characters). Action scripts are small.
 MAX_SOURCE_CHARS = 1_000_000
-#: Printed output + log lines per invocation, when the tenant sets none.
-DEFAULT_OUTPUT_BYTES = 64 * 1024
-#: Largest JSON result per invocation, when the tenant sets none.
-DEFAULT_RESULT_BYTES = 1024 * 1024
 #: What the runner hands the worker must pass the supervisor's checks of a
-#: result frame (engine.protocol: at most 10_000 log lines, an error name of
-#: at most 256 characters, an error message of at most 64 KiB, strict UTF-8).
-#: A frame that fails them gets the worker killed as hostile (protocol_error),
-#: so the runner clips to these, well inside those caps, before sending.
-MAX_LOG_LINES = 5_000
-ERROR_NAME_CHARS = 200
-ERROR_TEXT_CHARS = 16 * 1024
+#: result frame (the caps in ``sandbox.wire``: log lines, error name and
+#: message length, strict UTF-8). A frame that fails them gets the worker
+#: killed as hostile (protocol_error), so the runner clips to these, well
+#: inside those caps, before sending. (Output and result sizes per
+#: invocation are ``wire.WorkerLimits``.)
+MAX_LOG_LINES = wire.MAX_LOG_LINES // 2
+ERROR_NAME_CHARS = wire.MAX_ERROR_NAME - 56
+ERROR_TEXT_CHARS = wire.MAX_ERROR_TEXT // 4
 #: Items kept of any list inside an error (compile problems, traceback entries).
 ERROR_LIST_ITEMS = 100
 #: Longest regular expression pattern (characters): patterns are code.
@@ -246,14 +243,10 @@ class CompileFailure:
 
     def to_error(self) -> dict[str, Any]:
         line, column, message = self.problems[0]
-        return {
-            "code": "compile_error",
-            "name": "CompileError",
-            "message": message,
-            "line": line,
-            "column": column,
-            "errors": [f"line {ln}, column {col}: {msg}" for ln, col, msg in self.problems],
-        }
+        return wire.worker_error(
+            "compile_error", "CompileError", message, line=line, column=column,
+            errors=[f"line {ln}, column {col}: {msg}" for ln, col, msg in self.problems],
+        )
 
 
 class ScriptPolicy(RestrictingNodeTransformer):

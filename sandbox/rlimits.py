@@ -9,24 +9,25 @@ and from its own wall-clock SIGKILL.
 from __future__ import annotations
 
 import resource
-from typing import Any
+
+from scriptvisor.sandbox.wire import WorkerLimits
 
 __all__ = ["MiB", "limits_for", "apply"]
 
 MiB = 1024 * 1024
 
 
-def limits_for(limits: dict[str, Any], *, per_uid: bool) -> list[tuple[str, int, int, int]]:
+def limits_for(limits: WorkerLimits, *, per_uid: bool) -> list[tuple[str, int, int, int]]:
     """``(name, resource, soft, hard)`` for every limit a worker gets.
 
     ``per_uid``: RLIMIT_NPROC counts every process/thread of the real uid, so
     it is only meaningful (and only safe: it would count the supervisor's own
     threads) when the worker runs under its tenant's own uid.
     """
-    cpu = max(1, int(limits.get("cpu_seconds", 60)))
-    memory = int(limits.get("memory_mb", 512)) * MiB
-    files = int(limits.get("open_files", 64))
-    file_size = int(limits.get("file_size_mb", 16)) * MiB
+    cpu = max(1, int(limits.cpu_seconds))
+    memory = int(limits.memory_mb) * MiB
+    files = int(limits.open_files)
+    file_size = int(limits.file_size_mb) * MiB
     out = [
         ("RLIMIT_AS", resource.RLIMIT_AS, memory, memory),
         ("RLIMIT_CPU", resource.RLIMIT_CPU, cpu, cpu + 1),
@@ -36,12 +37,12 @@ def limits_for(limits: dict[str, Any], *, per_uid: bool) -> list[tuple[str, int,
         ("RLIMIT_MEMLOCK", resource.RLIMIT_MEMLOCK, 0, 0),
     ]
     if per_uid:
-        n = int(limits.get("processes", 16))
+        n = int(limits.processes)
         out.append(("RLIMIT_NPROC", resource.RLIMIT_NPROC, n, n))
     return out
 
 
-def apply(limits: dict[str, Any], *, per_uid: bool) -> None:
+def apply(limits: WorkerLimits, *, per_uid: bool) -> None:
     """Set every limit; a refused one raises ``RlimitError`` (name, values, cause)."""
     for name, res, soft, hard in limits_for(limits, per_uid=per_uid):
         try:

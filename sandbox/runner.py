@@ -23,7 +23,7 @@ import types
 from collections import OrderedDict
 from typing import Any
 
-from scriptvisor.sandbox import context, errors, guards, policy
+from scriptvisor.sandbox import context, errors, guards, policy, wire
 
 __all__ = ["Callback", "OutputCapture", "Runner"]
 
@@ -63,7 +63,7 @@ class OutputCapture:
     def lines(self) -> list[str]:
         out = "".join(self._parts).splitlines()
         # The byte cap alone allows ~64k empty lines; the supervisor refuses a
-        # result frame with more than engine.protocol.MAX_LOG_LINES of them.
+        # result frame with more than sandbox.wire.MAX_LOG_LINES of them.
         cut = len(out) - (policy.MAX_LOG_LINES - 2)
         if cut > 0:
             out = out[:policy.MAX_LOG_LINES - 2]
@@ -141,8 +141,9 @@ class Callback:
 
     def _outcome(self, err: Any, value: Any) -> dict[str, Any]:
         if err is not None:
-            error = {"code": "script_error", **errors.describe(err), "source": "callback"}
-            # keep the key order code, name, message, then the fields
+            described = errors.describe(err)
+            error = wire.worker_error("script_error", described.pop("name"), described.pop("message"),
+                                      **described, source="callback")
             return {"ok": False, "result": None, "error": error}
         try:
             text = json.dumps(value, allow_nan=False, ensure_ascii=False,
@@ -169,7 +170,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def _invalid_result(message: str, **details: Any) -> dict[str, Any]:
-    error = {"code": "invalid_result", "name": "InvalidResult", "message": message, **details}
+    error = wire.worker_error("invalid_result", "InvalidResult", message, **details)
     return {"ok": False, "result": None, "error": error}
 
 
@@ -204,8 +205,9 @@ def _script_frames(tb: types.TracebackType | None, filename: str) -> list[dict[s
 
 def _exception_error(exc: BaseException, filename: str) -> dict[str, Any]:
     described = errors.describe(exc)
-    return {"code": "script_error", **described, "source": "exception",
-            "traceback": _script_frames(exc.__traceback__, filename)}
+    return wire.worker_error("script_error", described.pop("name"), described.pop("message"),
+                             **described, source="exception",
+                             traceback=_script_frames(exc.__traceback__, filename))
 
 
 def _clean_text(text: str, limit: int | None = None) -> str:
@@ -255,8 +257,8 @@ def _wire_safe(outcome: dict[str, Any]) -> dict[str, Any]:
         return outcome
     error = outcome.get("error")
     if type(error) is not dict:
-        error = {"code": "invalid_result", "name": "InvalidResult",
-                 "message": "the invocation ended without a result or an error"}
+        error = wire.worker_error("invalid_result", "InvalidResult",
+                                  "the invocation ended without a result or an error")
     error = _clean_error(error)
     error["name"] = _clean_text(str(error.get("name") or "Error"), policy.ERROR_NAME_CHARS)
     if type(error.get("message")) is not str:  # a str was clipped by _clean_error already
@@ -279,9 +281,8 @@ class Runner:
             **{name: hook for name, (hook, _reason) in policy.GUARDS.items()},
             **errors.INJECTED_ERRORS,
         }
-        limits = ctx.limits or {}
-        self._output_bytes = int(limits.get("output_bytes", policy.DEFAULT_OUTPUT_BYTES))
-        self._result_bytes = int(limits.get("result_bytes", policy.DEFAULT_RESULT_BYTES))
+        self._output_bytes = ctx.limits.output_bytes
+        self._result_bytes = ctx.limits.result_bytes
         if sys.getrecursionlimit() > policy.RECURSION_LIMIT:
             sys.setrecursionlimit(policy.RECURSION_LIMIT)
 
@@ -318,9 +319,8 @@ class Runner:
         except (KeyboardInterrupt, SystemExit):
             raise  # the worker's own signals, not the script's
         except BaseException as exc:  # never raise: the worker must answer
-            outcome = {"ok": False, "result": None, "error": {
-                "code": "script_error", "name": type(exc).__name__,
-                "message": errors._text(exc), "source": "runner"}}
+            outcome = {"ok": False, "result": None, "error": wire.worker_error(
+                "script_error", type(exc).__name__, errors._text(exc), source="runner")}
         finally:
             callback._close()
             context.set_current(None)
@@ -342,10 +342,10 @@ class Runner:
             exec(code, scope)
             fn = scope.get(function)
             if type(fn) is not types.FunctionType or fn.__code__.co_filename != path:
-                return {"ok": False, "result": None, "error": {
-                    "code": "not_found", "name": "NotFound",
-                    "message": f"function {function!r} is not defined in {os.path.basename(path)}",
-                    "function": function}}
+                return {"ok": False, "result": None, "error": wire.worker_error(
+                    "not_found", "NotFound",
+                    f"function {function!r} is not defined in {os.path.basename(path)}",
+                    function=function)}
             fn(*(args or ()), callback)
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -361,15 +361,14 @@ class Runner:
     @staticmethod
     def _callback_outcome(callback: Callback) -> dict[str, Any]:
         if callback._calls == 0:
-            return {"ok": False, "result": None, "error": {
-                "code": "stall", "name": "Stall",
-                "message": "the function returned without calling callback"}}
+            return {"ok": False, "result": None, "error": wire.worker_error(
+                "stall", "Stall", "the function returned without calling callback")}
         first = callback._first or {}
         if callback._calls > 1:
-            return {"ok": False, "result": None, "error": {
-                "code": "double_callback", "name": "DoubleCallback",
-                "message": f"callback was called {callback._calls} times; it must be called exactly once",
-                "calls": callback._calls, "first": first}}
+            return {"ok": False, "result": None, "error": wire.worker_error(
+                "double_callback", "DoubleCallback",
+                f"callback was called {callback._calls} times; it must be called exactly once",
+                calls=callback._calls, first=first)}
         return {"ok": first.get("ok", False), "result": first.get("result"), "error": first.get("error")}
 
     def _globals(self, stem: str, callback: Callback, configuration: dict[str, Any] | None,

@@ -7,8 +7,10 @@ holds nothing that another process shares (no lock, no queue, no shared
 pipe): only its own end of a socketpair with the supervisor, so killing it at
 any instant cannot wedge anyone else.
 
-The ``EXIT_*`` codes below reach the supervisor through the zygote's
-``exited`` report and name why a worker left on its own.
+Everything it agrees on with the supervisor (frames, caps, the ``EXIT_*``
+codes that reach the supervisor through the zygote's ``exited`` report, the
+policy it is booted with) is the wire contract, ``sandbox.wire``; the
+sandbox never imports the engine.
 """
 
 from __future__ import annotations
@@ -21,19 +23,11 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
-from scriptvisor.engine import protocol
-from scriptvisor.sandbox import context
+from scriptvisor.sandbox import context, wire
+from scriptvisor.sandbox.wire import EXIT_BOOT_ERROR, EXIT_OK, EXIT_PROTOCOL, WorkerPolicy
 
-__all__ = ["EXIT_OK", "EXIT_BOOT_ERROR", "EXIT_CONFINEMENT_FAILED", "EXIT_PROTOCOL", "serve", "standby"]
+__all__ = ["serve", "standby"]
 
-EXIT_OK = 0                  # asked to exit, or the supervisor went away
-EXIT_BOOT_ERROR = 3          # could not build the runner
-EXIT_CONFINEMENT_FAILED = 4  # an available OS layer failed to apply
-EXIT_PROTOCOL = 5            # the supervisor sent something we cannot parse
-
-#: Frames from the supervisor are trusted but still capped: the largest is an
-#: invocation carrying a script's source.
-MAX_INBOUND_FRAME = 16 * 1024 * 1024
 SOURCE_CACHE = 64  # script sources kept by hash, so warm calls send none
 
 
@@ -49,11 +43,11 @@ class _Channel:
     def __init__(self, sock: socket.socket, max_frame: int) -> None:
         self.sock = sock
         self.max_frame = max_frame
-        self.decoder = protocol.FrameDecoder(MAX_INBOUND_FRAME)
+        self.decoder = wire.FrameDecoder(wire.MAX_INBOUND_FRAME)
         self.inbox: list[dict[str, Any]] = []
 
     def send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(protocol.encode(message, self.max_frame))
+        self.sock.sendall(wire.encode(message, self.max_frame))
 
     def receive(self) -> dict[str, Any] | None:
         while not self.inbox:
@@ -75,21 +69,21 @@ def _result_frame(job_id: int, outcome: dict[str, Any], stats: dict[str, float],
         "stats": stats,
     }
     try:
-        return protocol.encode(message, max_frame)
-    except protocol.FrameError as exc:
+        return wire.encode(message, max_frame)
+    except wire.FrameError as exc:
         # The runner checks result size itself; this is the last line of
         # defence (huge logs plus a large value, or an unencodable error).
         fallback = {
             "t": "result", "id": job_id, "ok": False, "result": None,
-            "error": {"code": "invalid_result", "name": "InvalidResult",
-                      "message": f"result could not be sent: {exc.message}"},
+            "error": wire.worker_error("invalid_result", "InvalidResult",
+                                       f"result could not be sent: {exc.message}"),
             "logs": (outcome.get("logs") or [])[:50], "stats": stats,
         }
         try:
-            return protocol.encode(fallback, max_frame)
-        except protocol.FrameError:
+            return wire.encode(fallback, max_frame)
+        except wire.FrameError:
             fallback["logs"] = []
-            return protocol.encode(fallback, max_frame)
+            return wire.encode(fallback, max_frame)
 
 
 def _debug_exec(code: str, channel_fd: int) -> dict[str, Any]:
@@ -104,22 +98,21 @@ def _debug_exec(code: str, channel_fd: int) -> dict[str, Any]:
         return {"ok": True, "result": scope.get("result"), "error": None, "logs": []}
     except BaseException as exc:  # noqa: BLE001 - report everything, the worker lives on
         return {"ok": False, "result": None, "logs": [],
-                "error": {"code": "script_error", "name": type(exc).__name__,
-                          "message": str(exc)[:4000], "source": "exception",
-                          "errno": getattr(exc, "errno", None)}}
+                "error": wire.worker_error("script_error", type(exc).__name__, str(exc)[:4000],
+                                           source="exception", errno=getattr(exc, "errno", None))}
 
 
-def _boot(policy: dict[str, Any]) -> tuple[context.WorkerContext, Any]:
+def _boot(policy: WorkerPolicy) -> tuple[context.WorkerContext, Any]:
     """Build the worker's context and runner (before or after receiving the channel)."""
     from scriptvisor.sandbox.runner import Runner  # preloaded by the zygote; import is a dict lookup
 
     ctx = context.WorkerContext(
-        tenant=policy["tenant"],
-        worker_id=int(policy.get("worker_id", 0)),
-        data_dir=policy.get("data_dir"),
-        scratch_dir=policy.get("scratch_dir"),
-        allowed_ports=tuple(policy.get("allowed_ports") or ()),
-        limits=policy.get("limits") or {},
+        tenant=policy.tenant,
+        worker_id=policy.worker_id,
+        data_dir=policy.data_dir,
+        scratch_dir=policy.scratch_dir,
+        allowed_ports=policy.allowed_ports,
+        limits=policy.limits,
     )
     context.set_worker(ctx)
     try:
@@ -128,7 +121,7 @@ def _boot(policy: dict[str, Any]) -> tuple[context.WorkerContext, Any]:
         os._exit(EXIT_BOOT_ERROR)
 
 
-def standby(link_fd: int, policy: dict[str, Any]) -> None:
+def standby(link_fd: int, policy: WorkerPolicy) -> None:
     """A confined, booted worker waiting for its channel. Never returns.
 
     The zygote forks one of these ahead of demand for each active tenant, so a
@@ -153,15 +146,15 @@ def standby(link_fd: int, policy: dict[str, Any]) -> None:
     serve(fds[0], policy, booted=(ctx, runner))
 
 
-def serve(fd: int, policy: dict[str, Any],
+def serve(fd: int, policy: WorkerPolicy,
           booted: tuple[context.WorkerContext, Any] | None = None) -> None:
     """Run the worker loop on socket ``fd`` until told to exit. Never returns."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    max_frame = int(policy.get("max_frame") or protocol.DEFAULT_MAX_FRAME)
+    max_frame = policy.max_frame
     chan = _Channel(sock, max_frame)
     ctx, runner = booted if booted is not None else _boot(policy)
-    debug_exec = bool(policy.get("debug_exec"))
+    debug_exec = policy.debug_exec
     sources: OrderedDict[str, str] = OrderedDict()
 
     try:
@@ -169,7 +162,7 @@ def serve(fd: int, policy: dict[str, Any],
         while True:
             try:
                 msg = chan.receive()
-            except protocol.FrameError:
+            except wire.FrameError:
                 os._exit(EXIT_PROTOCOL)
             if msg is None:  # supervisor closed our socket: nothing left to do
                 break

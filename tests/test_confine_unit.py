@@ -19,13 +19,14 @@ from scriptvisor.engine import doctor
 from scriptvisor.engine.config import EngineConfig
 from scriptvisor.engine.uids import UidMap, UidRangeExhausted, tenant_ids
 from scriptvisor.sandbox import confine, landlock, rlimits, seccomp
+from scriptvisor.sandbox.wire import WorkerLimits
 
 sys.path.insert(0, str(Path(__file__).parent / "security"))
 import _os_harness as harness  # noqa: E402
 
 
 def test_rlimits_table_cpu_hard_is_soft_plus_one_and_nproc_only_per_uid():
-    lim = {"memory_mb": 100, "cpu_seconds": 7, "open_files": 9, "processes": 5, "file_size_mb": 2}
+    lim = WorkerLimits(memory_mb=100, cpu_seconds=7, open_files=9, processes=5, file_size_mb=2)
     table = {name: (soft, hard) for name, _, soft, hard in rlimits.limits_for(lim, per_uid=False)}
     assert table == {
         "RLIMIT_AS": (100 * rlimits.MiB, 100 * rlimits.MiB),

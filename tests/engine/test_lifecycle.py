@@ -202,11 +202,44 @@ def test_zygote_death_fails_in_flight_calls_and_engine_recovers(engine):
     assert engine.stats(memory=False)["zygote_pid"] != old
 
 
+def _spawns(engine):
+    return engine.stats(memory=False)["counters"].get("worker_spawn", 0)
+
+
 def test_non_json_arguments_are_refused_before_anything_runs(engine):
-    with pytest.raises(ValueError):
-        engine.invoke("acme", source=ECHO, path="echo.py", args=[object()])
-    with pytest.raises(ValueError):
-        engine.invoke("acme", source=ECHO, path="echo.py", args=[1], configuration={"x": float("nan")})
+    res = engine.invoke("acme", source=ECHO, path="echo.py", args=[1, object()])
+    assert res.code == "bad_request" and res.error["argument"] == "args[1]"
+    res = engine.invoke("acme", source=ECHO, path="echo.py", args=[1], configuration={"x": float("nan")})
+    assert res.code == "bad_request" and res.error["argument"] == "configuration"
+    assert _spawns(engine) == 0  # refused before any worker was asked for
+
+
+def test_lone_surrogate_argument_is_a_bad_request_and_global_survives(engine):
+    first = engine.invoke("acme", source=COUNTER, path="counter.py")
+    assert first.ok and first.result == 1
+    res = engine.invoke("acme", source=ECHO, path="echo.py", args=["ok", "alice\udc80@example.com"])
+    assert res.code == "bad_request", res.error
+    assert res.error["argument"] == "args[1]" and res.error["reason"] == "not_unicode"
+    after = engine.invoke("acme", source=COUNTER, path="counter.py")
+    assert after.ok and after.result == 2 and after.worker["pid"] == first.worker["pid"]
+
+
+def test_oversized_argument_is_refused_before_dispatch(engine):
+    from scriptvisor.sandbox import wire
+
+    warm = engine.invoke("acme", source=COUNTER, path="counter.py")
+    spawned = _spawns(engine)
+    events = []
+    engine.add_listener(events.append)
+    big = "x" * (wire.MAX_INBOUND_FRAME + 1)
+    res = engine.invoke("acme", source=ECHO, path="echo.py", args=[1, big])
+    assert res.code == "bad_request" and res.error["argument"] == "args[1]"
+    assert res.error["reason"] == "too_large"
+    # nothing reached a worker: no job ran, no worker died or was spawned
+    assert [e["event"] for e in events] == ["job_done"]
+    assert _spawns(engine) == spawned
+    after = engine.invoke("acme", source=COUNTER, path="counter.py")
+    assert after.ok and after.result == warm.result + 1
 
 
 def test_engine_refuses_to_start_when_required_layers_are_missing(tmp_path, monkeypatch):

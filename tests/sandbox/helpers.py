@@ -13,12 +13,13 @@ if ROOT not in sys.path:  # the package is used from the work tree, not installe
 
 from scriptvisor.sandbox.context import WorkerContext  # noqa: E402
 from scriptvisor.sandbox.runner import Runner  # noqa: E402
+from scriptvisor.sandbox.wire import WorkerLimits  # noqa: E402
 
 SCRIPT_PATH = "/tenants/acme/script.py"
 
 
 def make_runner(**limits: Any) -> Runner:
-    return Runner(WorkerContext(tenant="acme", limits=limits))
+    return Runner(WorkerContext(tenant="acme", limits=WorkerLimits(**limits)))
 
 
 def invoke(runner: Runner, source: str, *args: Any, fn: str = "", path: str = SCRIPT_PATH,

@@ -35,7 +35,8 @@ if spec.get("drop_to"):
     confine._read_only_paths()  # imports engine/* while the stdlib is still readable
     uid = spec["drop_to"]
     os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
-policy = spec["policy"]
+from scriptvisor.sandbox.wire import WorkerPolicy
+policy = WorkerPolicy.from_wire(spec["policy"])
 layers = {k: list(v) for k, v in confine.available().items()}
 confine.prepare(policy)
 r, w = os.pipe()
@@ -66,7 +67,7 @@ _, status = os.waitpid(pid, 0)
 rep = json.loads(b"".join(chunks) or b'{"result": null, "error": null}')
 rep["exit"] = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
 rep["signal"] = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-rep["scratch_dir"] = policy["scratch_dir"]
+rep["scratch_dir"] = policy.scratch_dir
 rep["layers"] = layers
 if spec.get("cleanup", True):
     confine.cleanup_scratch(policy)
@@ -76,7 +77,7 @@ print(json.dumps(rep))
 
 def policy(tmp: Path, **over: Any) -> dict[str, Any]:
     """A worker policy for tenant ``t1`` with scratch/data under ``tmp``."""
-    limits = {"timeout": 20.0, "memory_mb": 512, "cpu_seconds": 60, "open_files": 64,
+    limits = {"memory_mb": 512, "cpu_seconds": 60, "open_files": 64,
               "processes": 16, "file_size_mb": 16, "scratch_mb": 32}
     limits.update(over.pop("limits", {}))
     tenant = over.get("tenant", "t1")
@@ -103,7 +104,8 @@ import json, sys
 sys.path.insert(0, sys.argv[2])
 from scriptvisor.sandbox import confine
 try:
-    confine.apply(json.loads(sys.argv[1]))
+    from scriptvisor.sandbox.wire import WorkerPolicy
+    confine.apply(WorkerPolicy.from_wire(json.loads(sys.argv[1])))
     print(json.dumps(None))
 except confine.ConfinementFailed as exc:
     print(json.dumps({"layer": exc.layer, "reason": exc.reason}))

@@ -28,6 +28,7 @@ sys.path.insert(0, ROOT)
 
 from scriptvisor.engine import protocol  # noqa: E402
 from scriptvisor.sandbox import policy  # noqa: E402
+from scriptvisor.sandbox.wire import WorkerLimits  # noqa: E402
 from tests.sandbox.helpers import LeakyIterable, error_of, invoke, make_runner  # noqa: E402
 
 
@@ -309,7 +310,7 @@ def test_cant_grow_the_printed_buffer_without_bound():
            "    for i in range(2000):\n"
            "        print('x' * 1000)\n"
            "    callback(None, len(printed))\n")
-    out = Runner(WorkerContext(tenant="x", limits={"output_bytes": 4096})).invoke(
+    out = Runner(WorkerContext(tenant="x", limits=WorkerLimits(output_bytes=4096))).invoke(
         path="s.py", source=src, source_hash="printed", function="s", args=[], configuration={}, timeout=5)
     assert out["ok"] is True, out
     assert out["result"] <= 4096

@@ -1,0 +1,344 @@
+"""The wire contract between the supervisor, the zygote and the workers.
+
+One leaf module (it imports only the standard library) that both sides use:
+the engine imports it, the sandbox imports it, and the sandbox never imports
+the engine.  It holds everything the two sides must agree on:
+
+* the **frame** format and its caps (``encode``/``FrameDecoder``; every frame
+  that crosses a process boundary is built by ``encode`` or ``invoke_frame``,
+  both of which enforce the cap, so nothing oversized is ever written);
+* the **messages** and their fields (below);
+* the **exit codes** a worker leaves with, and the **error codes** a worker may
+  report about its own invocation;
+* the **worker policy**, a typed dataclass (``WorkerPolicy``, ``WorkerLimits``)
+  that travels in ``spawn`` frames as ``to_wire()`` and is rebuilt by
+  ``from_wire()`` (unknown or missing fields are refused, never defaulted).
+
+Frame layout, one frame per message on a per-process stream socket::
+
+     0      1      2      3      4      5      6      7      8
+    +------+------+------+------+------+------+------+------+----- - -
+    | 'S'  | 'V'  | ver  | kind |   payload length (uint32 BE)  | payload
+    +------+------+------+------+------+------+------+------+----- - -
+
+``ver`` is ``VERSION``; ``kind`` is ``KIND_JSON``: the payload is one strict
+UTF-8 JSON object with a string ``t`` (its type).  Nothing is ever unpickled.
+The receiver checks the length against its cap before buffering the payload.
+
+Messages (``t``):
+
+    supervisor -> worker   invoke      {id, path, hash, source|null, fn, args, config, timeout}
+                           debug_exec  {id, code}              test-only (policy.debug_exec)
+                           exit        {}                      planned recycle, graceful
+    worker -> supervisor   ready       {pid}                   confined and waiting
+                           result      {id, ok, result, error, logs, stats}
+                           need_source {id}                    hash not cached: resend with source
+    supervisor -> zygote   spawn       {worker, policy}        + the worker's socket (SCM_RIGHTS)
+                           drop_standby {tenant}               the tenant lost its last worker
+                           stop        {}
+    zygote -> supervisor   hello       {pid, layers}           preloaded, ready to fork
+                           spawned     {worker, pid} | failed {worker, reason}
+                           exited      {pid, status}           raw wait status
+                           log         {level, message}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MAX_FRAME", "EXIT_BOOT_ERROR", "EXIT_CONFINEMENT_FAILED", "EXIT_NAMES", "EXIT_OK",
+    "EXIT_PROTOCOL", "FrameDecoder", "FrameError", "HEADER", "MAX_ERROR_NAME", "MAX_ERROR_TEXT",
+    "MAX_INBOUND_FRAME", "MAX_LOG_LINES", "VERSION", "WORKER_CODES", "ArgumentError",
+    "WorkerLimits", "WorkerPolicy", "encode", "encode_arguments", "invoke_frame",
+]
+
+MAGIC = b"SV"
+VERSION = 1
+KIND_JSON = ord("J")
+HEADER = struct.Struct(">2sBBI")
+
+# -- caps ---------------------------------------------------------------------
+#: Largest frame (bytes of JSON payload) the supervisor accepts from a worker
+#: or the zygote, unless ``EngineConfig.max_frame`` says otherwise.
+DEFAULT_MAX_FRAME = 4 * 1024 * 1024
+#: Largest frame a worker accepts from the supervisor: an invocation with its
+#: source, arguments and configuration.  The supervisor refuses a call that
+#: cannot fit *before* anything is sent (``encode_arguments``).
+MAX_INBOUND_FRAME = 16 * 1024 * 1024
+#: What the supervisor accepts in a result frame; the runner clips well inside.
+MAX_LOG_LINES = 10_000
+MAX_ERROR_NAME = 256
+MAX_ERROR_TEXT = 64 * 1024
+#: Room in an invoke frame for everything but the source, args and config.
+_INVOKE_OVERHEAD = 1024
+
+# -- exit codes ---------------------------------------------------------------
+EXIT_OK = 0                  # asked to exit, or the supervisor went away
+EXIT_BOOT_ERROR = 3          # could not build the runner
+EXIT_CONFINEMENT_FAILED = 4  # an available OS layer failed to apply
+EXIT_PROTOCOL = 5            # the supervisor sent something the worker cannot parse
+
+EXIT_NAMES = {
+    EXIT_BOOT_ERROR: "worker boot error",
+    EXIT_CONFINEMENT_FAILED: "confinement failed",
+    EXIT_PROTOCOL: "protocol error from supervisor",
+}
+
+#: Codes a worker may report about its own invocation.  Anything else from a
+#: worker is a protocol error: a worker cannot claim a timeout or a crash.
+WORKER_CODES = frozenset(
+    {"script_error", "compile_error", "not_found", "stall", "double_callback", "invalid_result"}
+)
+
+# -- frames -------------------------------------------------------------------
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_loads = json.loads
+_pack = HEADER.pack
+_HSIZE = HEADER.size
+
+
+class FrameError(Exception):
+    """A frame that breaks the protocol, or a message that cannot become one.
+
+    ``reason`` is a short machine word (``too_large``, ``not_json``, ``bad_json``...).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def frame(payload: bytes, max_frame: int) -> bytes:
+    """Header + ``payload``; refuses a payload over ``max_frame`` bytes."""
+    if len(payload) > max_frame:
+        raise FrameError("too_large", f"frame of {len(payload)} bytes exceeds {max_frame}")
+    return _pack(MAGIC, VERSION, KIND_JSON, len(payload)) + payload
+
+
+def encode(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """One frame for ``message``: strict UTF-8 JSON, at most ``max_frame`` bytes."""
+    try:
+        payload = _dumps(message).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise FrameError("not_json", f"message is not JSON-serialisable: {exc}") from None
+    return frame(payload, max_frame)
+
+
+class ArgumentError(ValueError):
+    """A call's input that no frame can carry. ``argument`` names it (``args[1]``, ``configuration``)."""
+
+    def __init__(self, argument: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+        self.reason = reason
+        self.message = message
+
+
+def _value_bytes(value: Any, what: str) -> bytes:
+    try:
+        return _dumps(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ArgumentError(what, "not_unicode", f"{what} contains text that is not valid Unicode "
+                            "(a lone surrogate); it cannot be sent to a script") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ArgumentError(what, "not_json", f"{what} is not a JSON value: {exc}") from None
+
+
+def encode_arguments(args: list[Any], configuration: dict[str, Any], *,
+                     source_bytes: int = 0, max_frame: int = MAX_INBOUND_FRAME) -> tuple[bytes, bytes]:
+    """The JSON bytes of a call's ``args`` and ``configuration``, or ``ArgumentError``.
+
+    Checked before a call is queued: strict UTF-8 (no lone surrogates), JSON
+    values only (no NaN), and the whole invoke frame, with ``source_bytes`` of
+    source, within the worker's inbound cap.  The error names the argument.
+    """
+    try:
+        args_b = _dumps(args).encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
+        for i, value in enumerate(args):
+            _value_bytes(value, f"args[{i}]")
+        raise
+    config_b = _value_bytes(configuration, "configuration")
+    room = max_frame - _INVOKE_OVERHEAD - source_bytes
+    if len(args_b) + len(config_b) > room:
+        sizes = [(len(_dumps(v).encode("utf-8")), f"args[{i}]") for i, v in enumerate(args)]
+        sizes.append((len(config_b), "configuration"))
+        size, what = max(sizes)
+        raise ArgumentError(what, "too_large", f"{what} is {size} bytes of JSON; a call's arguments, "
+                            f"configuration and source may total at most {room + source_bytes} bytes")
+    return args_b, config_b
+
+
+def invoke_frame(job_id: int, timeout: float, digest: str, path_json: bytes, fn_json: bytes,
+                 source_json: bytes | None, args_json: bytes, config_json: bytes,
+                 max_frame: int = MAX_INBOUND_FRAME) -> bytes:
+    """The ``invoke`` frame from pre-encoded JSON parts (the per-call hot path)."""
+    payload = b"".join((
+        b'{"t":"invoke","id":', str(job_id).encode(), b',"timeout":', repr(timeout).encode(),
+        b',"hash":"', digest.encode("ascii"), b'","path":', path_json, b',"fn":', fn_json,
+        b',"source":', b"null" if source_json is None else source_json,
+        b',"args":', args_json, b',"config":', config_json, b"}",
+    ))
+    return frame(payload, max_frame)
+
+
+def json_bytes(value: Any) -> bytes:
+    """Strict UTF-8 JSON of ``value`` (``FrameError('not_json')`` otherwise)."""
+    try:
+        return _dumps(value).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise FrameError("not_json", f"value is not JSON-serialisable: {exc}") from None
+
+
+class FrameDecoder:
+    """Incremental decoder for one channel. ``feed`` returns complete messages."""
+
+    __slots__ = ("_buf", "_need", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._need = 0  # payload length of the frame being read, 0 = reading a header
+        self.max_frame = max_frame
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered that do not yet form a whole frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        buf = self._buf
+        buf += data
+        out: list[dict[str, Any]] = []
+        while True:
+            if not self._need:
+                if len(buf) < _HSIZE:
+                    return out
+                magic, version, kind, length = HEADER.unpack_from(buf)
+                if magic != MAGIC:
+                    raise FrameError("bad_magic", f"bad frame magic {bytes(magic)!r}")
+                if version != VERSION:
+                    raise FrameError("bad_version", f"unsupported protocol version {version}")
+                if kind != KIND_JSON:
+                    raise FrameError("bad_kind", f"unsupported frame kind {kind}")
+                if length > self.max_frame:
+                    raise FrameError("too_large", f"frame of {length} bytes exceeds {self.max_frame}")
+                if length == 0:
+                    raise FrameError("empty", "empty frame")
+                self._need = length
+            end = _HSIZE + self._need
+            if len(buf) < end:
+                return out
+            payload = bytes(buf[_HSIZE:end])
+            del buf[:end]
+            self._need = 0
+            try:
+                message = _loads(payload.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                raise FrameError("bad_json", "frame payload is not valid UTF-8 JSON") from None
+            if type(message) is not dict or type(message.get("t")) is not str:
+                raise FrameError("bad_message", "frame payload is not a typed message object")
+            out.append(message)
+
+
+# -- the worker policy ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """The per-worker part of a tenant's limits: what the sandbox enforces itself.
+
+    The defaults here are the only copy: ``engine.config.TenantLimits`` takes
+    its defaults for these fields from this class.
+    """
+
+    #: Address-space cap per worker (RLIMIT_AS).
+    memory_mb: int = 512
+    #: CPU seconds per worker (RLIMIT_CPU soft; hard = soft + 1).
+    cpu_seconds: int = 60
+    #: Open file descriptors per worker (RLIMIT_NOFILE).
+    open_files: int = 64
+    #: Processes/threads for the tenant's uid (RLIMIT_NPROC, per-tenant uid only).
+    processes: int = 16
+    #: Largest file a script may write (RLIMIT_FSIZE).
+    file_size_mb: int = 16
+    #: Scratch space per worker (tmpfs size when the supervisor is root).
+    scratch_mb: int = 32
+    #: Printed output and log lines per invocation.
+    output_bytes: int = 64 * 1024
+    #: Largest JSON result a script may return.
+    result_bytes: int = 1024 * 1024
+
+    @classmethod
+    def from_wire(cls, data: Any) -> "WorkerLimits":
+        return _from_wire(cls, data, "limits")
+
+
+@dataclass(frozen=True)
+class WorkerPolicy:
+    """Everything a worker is confined and booted with, fixed at spawn."""
+
+    tenant: str
+    worker_id: int = 0
+    uid: int | None = None          # per-tenant uid/gid (root supervisor), else None
+    gid: int | None = None
+    scratch_dir: str | None = None  # this worker's private writable directory
+    data_dir: str | None = None     # the tenant's data directory
+    allowed_ports: tuple[int, ...] = ()
+    limits: WorkerLimits = field(default_factory=WorkerLimits)
+    confine: bool = True
+    debug_exec: bool = False        # test-only: accept debug_exec frames
+    max_frame: int = DEFAULT_MAX_FRAME  # largest frame the worker may send
+    standby: bool = True            # the zygote keeps a pre-forked standby for the tenant
+
+    def to_wire(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["allowed_ports"] = list(self.allowed_ports)
+        return out
+
+    @classmethod
+    def from_wire(cls, data: Any) -> "WorkerPolicy":
+        """Rebuild from ``to_wire()``; ``FrameError`` on a missing or unknown field."""
+        policy = _from_wire(cls, data, "policy")
+        return dataclasses.replace(policy, allowed_ports=tuple(policy.allowed_ports),
+                                   limits=WorkerLimits.from_wire(policy.limits))
+
+    def replace(self, **changes: Any) -> "WorkerPolicy":
+        return dataclasses.replace(self, **changes)
+
+    def standby_key(self) -> str:
+        """Everything a standby was confined with (not its worker id or scratch dir)."""
+        data = self.to_wire()
+        del data["worker_id"], data["scratch_dir"]
+        return json.dumps(data, sort_keys=True)
+
+
+def _from_wire(cls: Any, data: Any, what: str) -> Any:
+    if type(data) is not dict:
+        raise FrameError("bad_message", f"{what} must be an object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise FrameError("bad_message", f"{what} has unknown fields {sorted(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise FrameError("bad_message", f"{what} is incomplete: {exc}") from None
+
+
+def worker_error(code: str, name: str, message: str, **details: Any) -> dict[str, Any]:
+    """The ``error`` object of a failed result, as a worker reports it.
+
+    The one constructor for it on the sandbox side: it refuses a code the
+    supervisor would refuse (``WORKER_CODES``), so a typo is a bug found here,
+    not a worker killed for breaking the protocol.
+    """
+    if code not in WORKER_CODES:
+        raise ValueError(f"a worker cannot report {code!r}")
+    out: dict[str, Any] = {"code": code, "name": name, "message": message}
+    out.update(details)
+    return out
