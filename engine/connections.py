@@ -31,16 +31,21 @@ Call orders (the contract):
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator, Mapping
 
 from scriptvisor.engine.contract import check_same_user, normalize_profile
 from scriptvisor.engine.errors import BadRequest, ContractViolation, EngineUnavailable, InvocationError, ScriptError
-from scriptvisor.engine.userstore import StoredUser, UserStore, UserStoreError
+from scriptvisor.engine.hashing import PasswordEncodingError, password_bytes
+from scriptvisor.engine.userstore import (IdentityClash, StoredUser, UserStore, UserStoreError, UserStoreTimeout,
+                                          call_with_deadline, email_key)
 from scriptvisor.sandbox import wire
 
 __all__ = [
@@ -102,6 +107,8 @@ class Connection:
     store: UserStore
     name: str = "custom-database"  # the ``connection`` field of create's user
     timeout: float | None = None
+    #: Seconds one operation may take in all (its store calls get what is left of it).
+    budget: float = 20.0
 
     def script_path(self, script: str) -> Path:
         return Path(self.scripts_dir) / f"{script}.py"
@@ -127,6 +134,11 @@ OpGen = Generator[Step, Any, Outcome]
 # --------------------------------------------------------------------------
 # helpers shared by the operations
 
+#: Fields a signup may carry (docs/action-scripts.md); anything else is a bad request.
+SIGNUP_FIELDS = ("email", "password", "username", "nickname", "user_metadata")
+#: Largest ``user_metadata`` a signup may carry, as JSON text.
+MAX_METADATA_CHARS = 16 * 1024
+
 
 def _error(cls: type[InvocationError], message: str, **details: Any) -> Outcome:
     return Outcome(False, error=cls(message, **details).to_dict())
@@ -149,8 +161,34 @@ def _missing_script(conn: Connection, script: str, operation: str) -> Outcome:
                   script=script, operation=operation)
 
 
+def _clash(script: str, typed: str, profile: dict, existing: StoredUser | None) -> Outcome:
+    """The script named a user that collides with a different stored user: nothing is written."""
+    other_id = existing.user_id if existing else None
+    other_email = existing.email if existing else None
+    field_ = "user_id" if other_id == profile["user_id"] else "email"
+    return _error(ContractViolation,
+                  f"{script}: returned user_id {profile['user_id']!r} / email {profile.get('email')!r} for "
+                  f"{typed!r}, which clashes with the stored user {other_id!r} / {other_email!r}; "
+                  "nothing was written and nobody was logged in",
+                  field=field_, script=script, user_id=profile["user_id"], email=profile.get("email"),
+                  existing_user_id=other_id, existing_email=other_email)
+
+
+def _same_person(row: StoredUser, profile: dict) -> bool:
+    """Does a legacy profile naming ``row``'s user_id describe that row's person?
+
+    Yes when the profile has no email, or its email key is the row's current
+    key or the key of the address the legacy side knew the row by.
+    """
+    email = profile.get("email")
+    if not email:
+        return True
+    key = email_key(email)
+    return key == row.key or (row.legacy_email is not None and key == email_key(row.legacy_email))
+
+
 def _profile(conn: Connection, email: str, value: Any, script: str) -> Generator[Step, Any, dict]:
-    """Normalise a script's profile and check its user_id is stable for ``email``."""
+    """Normalise a script's profile and check its user_id is stable for ``email``'s key."""
     profile = normalize_profile(value, script=script)
     seen = yield Blocking(conn.store.seen_user_id, (email, profile["user_id"], script))
     check_same_user(email, profile["user_id"], script, seen)
@@ -171,10 +209,73 @@ def _call_get_user(conn: Connection, email: str) -> Generator[Step, Any, tuple[O
     return None, profile
 
 
-def _check_text(name: str, value: Any) -> None:
+def _legacy_exists(conn: Connection, email: str) -> Generator[Step, Any, tuple[Outcome | None, dict | None]]:
+    """Existence check on the legacy side by the identity key (and the address as typed, if it differs).
+
+    The key is what decides; asking for the typed form too catches a legacy
+    table that stores mixed case and compares case-sensitively.
+    """
+    for candidate in dict.fromkeys((email_key(email), email)):
+        failure, profile = yield from _call_get_user(conn, candidate)
+        if failure is not None or profile is not None:
+            return failure, profile
+    return None, None
+
+
+def _text(name: str, value: Any) -> str:
+    """A trimmed, non-empty, UTF-8-encodable string of bounded length (emails, user ids)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_FIELD_CHARS:
+        raise BadRequest(f"{name} must be a non-empty string of at most {MAX_FIELD_CHARS} characters",
+                         field=name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{name} is not valid text (it cannot be encoded as UTF-8)", field=name) from None
+    return value.strip()
+
+
+def _password(name: str, value: Any) -> str:
+    """Passwords are taken as they are (never trimmed), but must be encodable."""
     if not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS:
         raise BadRequest(f"{name} must be a non-empty string of at most {MAX_FIELD_CHARS} characters",
                          field=name)
+    try:
+        password_bytes(value)
+    except PasswordEncodingError as exc:
+        raise BadRequest(f"{name}: {exc}", field=name) from None
+    return value
+
+
+def _signup_user(user: Any) -> dict[str, Any]:
+    """The signup object, reduced to the documented fields (anything else is refused, by name)."""
+    if not isinstance(user, dict):
+        raise BadRequest("signup takes one JSON object (the new user)", field="user")
+    unknown = sorted(str(k) for k in user if k not in SIGNUP_FIELDS)
+    if unknown:
+        raise BadRequest(f"signup does not accept {', '.join(unknown)} (accepted: {', '.join(SIGNUP_FIELDS)})",
+                         field=unknown[0], fields=unknown)
+    out: dict[str, Any] = {"email": _text("email", user.get("email")),
+                           "password": _password("password", user.get("password"))}
+    for name in ("username", "nickname"):
+        if user.get(name) is not None:
+            out[name] = _text(name, user[name])
+    if user.get("user_metadata") is not None:
+        meta = user["user_metadata"]
+        if not isinstance(meta, dict):
+            raise BadRequest("user_metadata must be an object", field="user_metadata")
+        try:
+            normalize_profile({"user_id": "x", "user_metadata": meta}, script="signup")
+            text = json.dumps(meta, ensure_ascii=False).encode("utf-8")
+        except (ContractViolation, UnicodeEncodeError, ValueError) as exc:
+            raise BadRequest(f"user_metadata is not plain JSON: {exc}", field="user_metadata") from None
+        if len(text) > MAX_METADATA_CHARS:
+            raise BadRequest(f"user_metadata is larger than {MAX_METADATA_CHARS} bytes", field="user_metadata")
+        out["user_metadata"] = meta
+    return out
+
+
+def _unknown_user(error: dict | None) -> bool:
+    return bool(error) and error.get("name") == "WrongUsernameOrPasswordError" and not error.get("user_known")
 
 
 # --------------------------------------------------------------------------
@@ -182,25 +283,22 @@ def _check_text(name: str, value: Any) -> None:
 
 
 def op_login(conn: Connection, email: str, password: str) -> OpGen:
-    _check_text("email", email)
-    _check_text("password", password)
+    email = _text("email", email)
+    password = _password("password", password)
     stored: StoredUser | None = None
     if conn.import_users:
         stored = yield Blocking(conn.store.find, (email,))
         if stored is not None and stored.password_hash is not None:
-            ok = yield Blocking(conn.store.verify_password, (stored, password))
-            if not ok:
-                out = _wrong_credentials(email, True)
-            else:
-                out = Outcome(True, stored.public_profile())
-            out.from_platform_store = True
-            return out
+            return (yield from _store_decides(conn, stored, password, email))
     # Legacy database: mode legacy, or a user not migrated yet (or imported
-    # without a password by verify/change_email, whose password is still there).
-    res = yield Invoke("login", [stored.email if stored else email, password])
+    # without a password by verify/change_email: the legacy side knows them
+    # by legacy_email, and their password is still there).
+    asked = stored.legacy_email if stored is not None and stored.legacy_email else email
+    res = yield Invoke("login", [asked, password])
     if not res["ok"]:
         return Outcome(False, error=res["error"])
     if res["result"] is None:  # a migration that was ended: login is a no-op
+        yield Blocking(conn.store.dummy_verify, (password,))
         return _wrong_credentials(email, False)
     try:
         profile = yield from _profile(conn, email, res["result"], "login")
@@ -210,20 +308,54 @@ def op_login(conn: Connection, email: str, password: str) -> OpGen:
         return Outcome(False, error=exc.to_dict())
     if not conn.import_users:
         return Outcome(True, profile)
+    return (yield from _migrate(conn, email, password, profile, stored))
+
+
+def _store_decides(conn: Connection, stored: StoredUser, password: str, email: str) -> OpGen:
+    """A migrated user: the store's hash decides, whatever the legacy side would say."""
+    ok = yield Blocking(conn.store.check_and_upgrade, (stored, password))
+    out = Outcome(True, stored.public_profile()) if ok else _wrong_credentials(email, True)
+    out.from_platform_store = True
+    return out
+
+
+def _migrate(conn: Connection, email: str, password: str, profile: dict,
+             stored: StoredUser | None) -> OpGen:
+    """The legacy login authenticated ``profile``: store it, or let the store decide if it is there."""
+    uid = profile["user_id"]
+    by_id = stored if stored is not None and stored.user_id == uid else (
+        yield Blocking(conn.store.find_by_id, (uid,)))
+    if by_id is not None:
+        if not _same_person(by_id, profile):
+            return _clash("login", email, profile, by_id)
+        if by_id.password_hash is not None:  # migrated already: never decided by the legacy answer
+            return (yield from _store_decides(conn, by_id, password, email))
+        password_hash = yield Blocking(conn.store.hash, (password,))
+        changed = yield Blocking(conn.store.set_password_hash, (uid, password_hash))
+        if not changed:  # deleted a moment ago: the next login migrates it again
+            return _error(EngineUnavailable, "the user was deleted during this login; try again",
+                          name="UserStoreConflict")
+        by_id.password_hash = password_hash
+        return Outcome(True, by_id.public_profile(), extra={"migrated": True})
+    legacy_email = _text("email", profile["email"]) if profile.get("email") else email
+    by_key = yield Blocking(conn.store.find, (legacy_email,))
+    if by_key is not None:  # another user (another id) already holds this email
+        return _clash("login", email, profile, by_key)
     password_hash = yield Blocking(conn.store.hash, (password,))
-    if stored is not None:
-        yield Blocking(conn.store.set_password_hash, (stored.user_id, password_hash))
-        stored.password_hash = password_hash
-        return Outcome(True, stored.public_profile(), extra={"migrated": True})
-    new = StoredUser(user_id=profile["user_id"], email=profile.get("email") or email,
-                     password_hash=password_hash, email_verified=bool(profile.get("email_verified", False)),
-                     profile=profile, source="migrated")
-    kept = yield Blocking(conn.store.insert, (new,))
+    new = StoredUser(user_id=uid, email=legacy_email, password_hash=password_hash,
+                     email_verified=bool(profile.get("email_verified", False)),
+                     profile=profile, source="migrated", legacy_email=legacy_email)
+    try:
+        kept = yield Blocking(conn.store.insert, (new,))
+    except IdentityClash as clash:
+        return _clash("login", email, profile, clash.existing)
+    if kept.password_hash != password_hash:  # the same user, migrated by another node a moment ago
+        return (yield from _store_decides(conn, kept, password, email))
     return Outcome(True, kept.public_profile(), extra={"migrated": True})
 
 
 def op_get_user(conn: Connection, email: str) -> OpGen:
-    _check_text("email", email)
+    email = _text("email", email)
     if conn.import_users:
         stored = yield Blocking(conn.store.find, (email,))
         if stored is not None:
@@ -233,11 +365,9 @@ def op_get_user(conn: Connection, email: str) -> OpGen:
 
 
 def op_signup(conn: Connection, user: Any) -> OpGen:
-    if not isinstance(user, dict):
-        raise BadRequest("signup takes one JSON object (the new user)", field="user")
-    _check_text("email", user.get("email"))
-    _check_text("password", user.get("password"))
-    email, password = user["email"], user["password"]
+    user = _signup_user(user)
+    typed, password = user["email"], user["password"]
+    email = user["email"] = email_key(typed)  # the canonical form is what is stored and created
     if conn.import_users:
         stored = yield Blocking(conn.store.find, (email,))
         if stored is not None:
@@ -245,19 +375,19 @@ def op_signup(conn: Connection, user: Any) -> OpGen:
             out.from_platform_store = True
             return out
     if conn.import_users or conn.has("get_user"):
-        failure, profile = yield from _call_get_user(conn, email)
+        failure, profile = yield from _legacy_exists(conn, typed)
         if failure is not None:
             return failure
         if profile is not None:
             return _user_exists(email, "legacy database")
     if conn.import_users:
         password_hash = yield Blocking(conn.store.hash, (password,))
-        extra = {k: v for k, v in user.items() if k not in ("password", "email", "tenant", "connection",
-                                                            "client_id", "user_id", "id")}
+        extra = {k: v for k, v in user.items() if k not in ("password", "email")}
         new = StoredUser(user_id=uuid.uuid4().hex, email=email, password_hash=password_hash,
                          email_verified=False, profile=extra, source="signup")
-        kept = yield Blocking(conn.store.insert, (new,))
-        if kept.user_id != new.user_id:  # someone signed up with this email a moment ago
+        try:
+            kept = yield Blocking(conn.store.insert, (new,))
+        except IdentityClash:  # someone signed up with this email a moment ago
             return _user_exists(email, "platform store")
         return Outcome(True, kept.public_profile(), from_platform_store=True)
     if not conn.has("create"):
@@ -277,7 +407,7 @@ def op_signup(conn: Connection, user: Any) -> OpGen:
 
 
 def op_verify_email(conn: Connection, email: str) -> OpGen:
-    _check_text("email", email)
+    email = _text("email", email)
     if not conn.import_users:
         if not conn.has("verify"):
             return _missing_script(conn, "verify", "verify_email")
@@ -291,8 +421,8 @@ def op_verify_email(conn: Connection, email: str) -> OpGen:
 
 
 def op_change_password(conn: Connection, email: str, new_password: str) -> OpGen:
-    _check_text("email", email)
-    _check_text("new_password", new_password)
+    email = _text("email", email)
+    new_password = _password("new_password", new_password)
     if not conn.import_users:
         if not conn.has("change_password"):
             return _missing_script(conn, "change_password", "change_password")
@@ -309,17 +439,20 @@ def op_change_password(conn: Connection, email: str, new_password: str) -> OpGen
     if isinstance(stored, Outcome):
         return stored
     if stored.password_hash != password_hash:
-        yield Blocking(conn.store.set_password_hash, (stored.user_id, password_hash))
+        changed = yield Blocking(conn.store.set_password_hash, (stored.user_id, password_hash))
+        if not changed:
+            return Outcome(True, False, from_platform_store=True)  # deleted meanwhile
     return Outcome(True, True, from_platform_store=True)
 
 
 def op_delete_user(conn: Connection, user_id: Any) -> OpGen:
     if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or str(user_id) == "":
         raise BadRequest("user_id must be a string or a number", field="user_id")
-    user_id = str(user_id)
+    user_id = _text("user_id", str(user_id))
     if conn.import_users:
         # The legacy row is left alone: a user still there is migrated again
-        # on the next login (documented behaviour, action-scripts.md).
+        # on the next login (documented behaviour, action-scripts.md).  The
+        # ids remembered for it go too: a re-created legacy row may have a new one.
         removed = yield Blocking(conn.store.delete, (user_id,))
         return Outcome(True, bool(removed), from_platform_store=True)
     if not conn.has("delete"):
@@ -335,16 +468,20 @@ def _forget_id(store: UserStore, user_id: str) -> None:
 
 
 def op_change_email(conn: Connection, email: str, new_email: str, verified: Any) -> OpGen:
-    _check_text("email", email)
-    _check_text("new_email", new_email)
+    email = _text("email", email)
+    new_email = _text("new_email", new_email)
     if not isinstance(verified, bool):
         raise BadRequest("verified must be true or false", field="verified")
+    if email_key(new_email) == email_key(email):
+        # a case or space variant of the same address is the same identity: nothing to change
+        return Outcome(True, False, from_platform_store=conn.import_users)
+    new_email = email_key(new_email)
     if conn.import_users:
         taken = yield Blocking(conn.store.find, (new_email,))
         if taken is not None:
             return _user_exists(new_email, "platform store")
     if conn.import_users or conn.has("get_user"):
-        failure, profile = yield from _call_get_user(conn, new_email)
+        failure, profile = yield from _legacy_exists(conn, new_email)
         if failure is not None:
             return failure
         if profile is not None:
@@ -360,9 +497,10 @@ def op_change_email(conn: Connection, email: str, new_email: str, verified: Any)
     if isinstance(stored, Outcome):
         return stored
     changed = yield Blocking(conn.store.set_email, (stored.user_id, new_email, verified))
-    if changed:
-        yield Blocking(_forget_email, (conn.store, email))
-    return Outcome(True, bool(changed), from_platform_store=True)
+    if not changed:
+        return _user_exists(new_email, "platform store")
+    yield Blocking(_forget_email, (conn.store, email))
+    return Outcome(True, True, from_platform_store=True)
 
 
 def _forget_email(store: UserStore, email: str) -> None:
@@ -374,8 +512,11 @@ def _stored_or_imported(conn: Connection, email: str, *,
     """The platform store's user, importing it from ``get_user`` when not migrated yet.
 
     Imported without a password (``password_hash`` None) its password stays in
-    the legacy database and the next login goes through the ``login`` script
-    once; with one (password reset) the user is fully migrated.
+    the legacy database (the next login asks ``login`` for ``legacy_email``
+    once); with one (password reset) the user is fully migrated.  A legacy
+    profile naming a user already stored under another address is that user
+    when it is the same person (``_same_person``) and a ``contract_violation``
+    otherwise; nothing else is ever written.
     """
     stored = yield Blocking(conn.store.find, (email,))
     if stored is not None:
@@ -384,12 +525,18 @@ def _stored_or_imported(conn: Connection, email: str, *,
     if failure is not None:
         return failure
     if profile is None:
-        return Outcome(True, False)  # unknown user: nothing changed
-    new = StoredUser(user_id=profile["user_id"], email=profile.get("email") or email,
-                     password_hash=password_hash, email_verified=bool(profile.get("email_verified", False)),
-                     profile=profile, source="imported")
-    kept = yield Blocking(conn.store.insert, (new,))
-    return kept
+        return Outcome(True, False, from_platform_store=True)  # unknown user: nothing changed
+    by_id = yield Blocking(conn.store.find_by_id, (profile["user_id"],))
+    if by_id is not None:
+        return by_id if _same_person(by_id, profile) else _clash("get_user", email, profile, by_id)
+    legacy_email = _text("email", profile["email"]) if profile.get("email") else email
+    new = StoredUser(user_id=profile["user_id"], email=legacy_email, password_hash=password_hash,
+                     email_verified=bool(profile.get("email_verified", False)),
+                     profile=profile, source="imported", legacy_email=legacy_email)
+    try:
+        return (yield Blocking(conn.store.insert, (new,)))
+    except IdentityClash as clash:
+        return _clash("get_user", email, profile, clash.existing)
 
 
 OPERATION_FUNCS: dict[str, Callable[..., OpGen]] = {
@@ -430,6 +577,8 @@ class _Run:
         self.conn = conn
         self.operation = operation
         self.started = time.perf_counter()
+        #: store calls must finish by then (monotonic): the operation's remaining time
+        self.deadline = time.monotonic() + (conn.timeout or conn.budget)
         self.scripts: list[str] = []
         self.logs: list[str] = []
         self.worker: dict[str, Any] = {}
@@ -475,11 +624,28 @@ def _failed(run: _Run, exc: Exception) -> dict[str, Any]:
         outcome = _missing_script(run.conn, exc.script, run.operation)
     elif isinstance(exc, InvocationError):
         outcome = Outcome(False, error=exc.to_dict())
+    elif isinstance(exc, UserStoreTimeout):
+        outcome = _error(EngineUnavailable, str(exc), name="UserStoreTimeout")
     elif isinstance(exc, UserStoreError):
         outcome = _error(EngineUnavailable, str(exc), name="UserStoreUnavailable")
     else:
         raise exc
     return run.finish(outcome)
+
+
+#: Threads per tenant for store work and hashing (the per-tenant bound, issue 14).
+STORE_THREADS = 4
+_executors: dict[str, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+def tenant_executor(tenant: str) -> ThreadPoolExecutor:
+    """The tenant's own store/hashing thread pool (created on first use, never shared)."""
+    with _executors_lock:
+        pool = _executors.get(tenant)
+        if pool is None:
+            pool = _executors[tenant] = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix=f"sv-store-{tenant}")
+        return pool
 
 
 def run_operation_on(engine: Any, conn: Connection, operation: str, args: list[Any]) -> dict[str, Any]:
@@ -492,7 +658,7 @@ def run_operation_on(engine: Any, conn: Connection, operation: str, args: list[A
             if isinstance(step, Invoke):
                 value = run.record(engine.invoke(conn.tenant, **run.invoke_kwargs(step)))
             else:
-                value = step.fn(*step.args)
+                value = call_with_deadline(run.deadline, step.fn, *step.args)
     except StopIteration as stop:
         return run.finish(stop.value)
     except Exception as exc:
@@ -501,9 +667,16 @@ def run_operation_on(engine: Any, conn: Connection, operation: str, args: list[A
 
 async def run_operation_on_async(engine: Any, conn: Connection, operation: str,
                                  args: list[Any]) -> dict[str, Any]:
-    """Same on a started ``engine.AsyncEngine``; blocking store work runs in the executor."""
+    """Same on a started ``engine.AsyncEngine``; blocking store work runs in the tenant's executor.
+
+    Each tenant has its own small thread pool for store work and hashing
+    (``tenant_executor``), so a tenant whose store stalls (a lock, a slow
+    disk) fills only its own threads; every call is also bounded by the
+    operation's remaining time (``userstore.call_with_deadline``).
+    """
     run = _Run(conn, operation, args)
     loop = asyncio.get_running_loop()
+    executor = tenant_executor(conn.tenant)
     value: Any = None
     try:
         while True:
@@ -511,7 +684,7 @@ async def run_operation_on_async(engine: Any, conn: Connection, operation: str,
             if isinstance(step, Invoke):
                 value = run.record(await engine.invoke(conn.tenant, **run.invoke_kwargs(step)))
             else:
-                value = await loop.run_in_executor(None, step.fn, *step.args)
+                value = await loop.run_in_executor(executor, call_with_deadline, run.deadline, step.fn, *step.args)
     except StopIteration as stop:
         return run.finish(stop.value)
     except Exception as exc:
@@ -530,8 +703,10 @@ def connection_of(tenant: Any, *, tenant_name: str | None = None, store: UserSto
     name = tenant_name or tenant.name
     if store is None:
         store = open_store(name, str(tenant.state_dir), dsn=dsn)
+    budget = getattr(getattr(tenant, "limits", None), "timeout", None) or 20.0
     return Connection(tenant=name, scripts_dir=tenant.scripts_dir, configuration=dict(tenant.configuration),
-                      import_users=tenant.import_users, store=store, name=f"{name}-custom-database")
+                      import_users=tenant.import_users, store=store, name=f"{name}-custom-database",
+                      budget=float(budget))
 
 
 def connection_for(tenant_dir: str | os.PathLike[str], *, tenant_name: str | None = None,

@@ -6,18 +6,29 @@ operators who run several nodes against one store (``dsn=...`` or the
 SQL both understand; the only dialect difference is the placeholder.
 
 Why it looks like this:
-- ``(tenant, user_id)`` is the primary key and ``(tenant, email_key)`` unique,
-  and users are inserted with ``ON CONFLICT DO NOTHING``: two nodes migrating
-  the same user at the same moment end with one row, and both read it back.
-- Passwords are bcrypt hashes (``sandbox.facades.crypto``), never plain text.
-  ``password_hash`` is NULL for a user imported without a password (verified
-  or renamed before their first login): their password still lives in the
-  legacy database, so the next login goes through the legacy script once.
+- One identity key (``email_key``): an email trimmed, NFKC-normalised and
+  case-folded.  ``(tenant, user_id)`` is the primary key and ``(tenant,
+  email_key)`` unique, so a case, space or compatibility-form variant of an
+  existing user is that user, never a second one (docs/action-scripts.md).
+- ``insert`` never hands back a row other than the one it was asked to store:
+  the same user inserted twice (two nodes migrating it at once) returns the
+  stored row, anything else that collides on the id or the email key raises
+  ``IdentityClash`` naming the row already there.
+- Passwords are argon2id hashes (``engine.hashing``), never plain text;
+  bcrypt hashes from earlier versions are verified and replaced on the next
+  successful login.  ``password_hash`` is NULL for a user imported without a
+  password (verified or renamed before their first login): their password
+  still lives in the legacy database, and ``legacy_email`` is the address the
+  legacy ``login`` script knows them by.
 - ``sv_seen_ids`` remembers which ``user_id`` the scripts returned for an
-  email, so ``login`` and ``get_user`` disagreeing is caught (engine.contract)
-  in both modes.
-- One connection per store, guarded by a lock: operations are a few indexed
-  statements; the slow part, hashing, happens before the lock is taken.
+  identity key, so ``login`` and ``get_user`` disagreeing is caught
+  (engine.contract) in both modes; ``delete`` forgets them.
+- Healing (PostgreSQL): a small connection pool per tenant (psycopg-pool)
+  whose connections are checked before use, so the first call after a
+  database restart reconnects instead of failing on a dead socket.
+- Every statement is bounded by the calling invocation's remaining time
+  (``call_with_deadline``): ``statement_timeout`` on PostgreSQL, a progress
+  handler and ``busy_timeout`` on SQLite; running out is ``UserStoreTimeout``.
 """
 
 from __future__ import annotations
@@ -27,12 +38,15 @@ import os
 import sqlite3
 import threading
 import time
+import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from scriptvisor.sandbox.facades.crypto import DEFAULT_ROUNDS, check_password, hash_password
+from scriptvisor.engine.hashing import DEFAULT_HASHER, Hasher
 
-__all__ = ["StoredUser", "UserStore", "UserStoreError", "open_store"]
+__all__ = ["IdentityClash", "StoredUser", "UserStore", "UserStoreError", "UserStoreTimeout",
+           "call_with_deadline", "email_key", "open_store"]
 
 #: Environment variable naming a PostgreSQL DSN for a shared store.
 DSN_ENV = "SCRIPTVISOR_USER_STORE_DSN"
@@ -40,6 +54,10 @@ DSN_ENV = "SCRIPTVISOR_USER_STORE_DSN"
 SQLITE_FILE = "platform.db"
 #: Advisory lock key held while creating the schema on PostgreSQL ("svusers").
 SCHEMA_LOCK_KEY = 0x7376757365727300
+#: Longest a store call may take when no invocation deadline applies (CLI, tests).
+DEFAULT_CALL_SECONDS = 10.0
+#: PostgreSQL connections per tenant store: the bound on one tenant's store work.
+POOL_MAX = 4
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sv_users (
@@ -53,6 +71,7 @@ _SCHEMA = [
         source TEXT NOT NULL,
         created_at DOUBLE PRECISION NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL,
+        legacy_email TEXT,
         PRIMARY KEY (tenant, user_id),
         UNIQUE (tenant, email_key)
     )""",
@@ -65,16 +84,71 @@ _SCHEMA = [
     )""",
 ]
 
-_COLUMNS = "user_id, email, password_hash, email_verified, profile, source"
+_COLUMNS = "user_id, email, password_hash, email_verified, profile, source, legacy_email"
 
 
 class UserStoreError(Exception):
     """The store could not be opened or a statement failed (details in the message)."""
 
 
+class UserStoreTimeout(UserStoreError):
+    """A store call ran out of the invocation's remaining time (lock wait, slow statement)."""
+
+
+class UserStoreConflict(UserStoreError):
+    """A statement broke a uniqueness rule (id or email key taken)."""
+
+
+class IdentityClash(Exception):
+    """``insert`` met a different user on the id or the email key; ``existing`` is that row."""
+
+    def __init__(self, wanted: "StoredUser", existing: "StoredUser | None") -> None:
+        super().__init__(f"user_id {wanted.user_id!r} / {wanted.email!r} clashes with stored user "
+                         f"{existing.user_id if existing else '?'!r} / {existing.email if existing else '?'!r}")
+        self.wanted = wanted
+        self.existing = existing
+
+
 def email_key(email: str) -> str:
-    """Emails compare case-insensitively (the legacy database may not; we do)."""
-    return email.strip().lower()
+    """The identity key: trimmed, NFKC-normalised, case-folded (docs/action-scripts.md).
+
+    NFKC folds compatibility forms (fullwidth letters, ligatures, superscripts)
+    into their plain letters; casefold is Unicode's case-insensitive form (it
+    also folds "ß" into "ss").  Look-alikes from other scripts (a Cyrillic "а"
+    for a Latin "a") are different characters and so different keys.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email.strip()).casefold())
+    return folded.strip()
+
+
+_local = threading.local()
+
+
+@contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Store calls in this thread must finish by ``at`` (``time.monotonic()`` seconds)."""
+    before = getattr(_local, "deadline", None)
+    _local.deadline = at
+    try:
+        yield
+    finally:
+        _local.deadline = before
+
+
+def call_with_deadline(at: float | None, fn: Callable[..., Any], *args: Any) -> Any:
+    with deadline(at):
+        return fn(*args)
+
+
+def remaining() -> float:
+    """Seconds the current store call may take; ``UserStoreTimeout`` when none are left."""
+    budget = DEFAULT_CALL_SECONDS
+    at = getattr(_local, "deadline", None)
+    if at is not None:
+        budget = min(budget, at - time.monotonic())
+    if budget <= 0.001:
+        raise UserStoreTimeout("the invocation has no time left for the user store")
+    return budget
 
 
 @dataclass
@@ -85,6 +159,12 @@ class StoredUser:
     email_verified: bool
     profile: dict[str, Any] = field(default_factory=dict)
     source: str = "migrated"  # migrated | signup | imported
+    #: The email the legacy database knows this user by (None for signups).
+    legacy_email: str | None = None
+
+    @property
+    def key(self) -> str:
+        return email_key(self.email)
 
     def public_profile(self) -> dict[str, Any]:
         """The profile callers see: the stored one with the current id/email/verified."""
@@ -97,68 +177,157 @@ class UserStore:
     """One tenant's users in an embedded SQLite file or a shared PostgreSQL database."""
 
     def __init__(self, tenant: str, *, path: str | None = None, dsn: str | None = None,
-                 rounds: int = DEFAULT_ROUNDS) -> None:
+                 hasher: Hasher = DEFAULT_HASHER, pool_max: int = POOL_MAX) -> None:
         if (path is None) == (dsn is None):
             raise ValueError("give exactly one of path (sqlite) or dsn (postgres)")
         self.tenant = tenant
-        self.rounds = rounds
+        self.hasher = hasher
         self._lock = threading.Lock()
         self.kind = "sqlite" if path else "postgres"
+        self._db: Any = None
+        self._pool: Any = None
         try:
             if path:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-                self._db: Any = sqlite3.connect(path, timeout=10.0, isolation_level=None,
-                                                check_same_thread=False)
+                self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA busy_timeout = 10000")
+                for ddl in _SCHEMA:
+                    self._db.execute(ddl)
+                cols = {row[1] for row in self._db.execute("PRAGMA table_info(sv_users)")}
+                if "legacy_email" not in cols:  # a store made by an earlier version
+                    self._db.execute("ALTER TABLE sv_users ADD COLUMN legacy_email TEXT")
             else:
-                import psycopg
+                import psycopg_pool
 
-                self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-            if self.kind == "postgres":
+                # check_connection runs before a pooled connection is handed
+                # out: a connection the server closed (restart, failover,
+                # pg_terminate_backend) is replaced instead of failing a call.
+                self._pool = psycopg_pool.ConnectionPool(
+                    dsn, min_size=1, max_size=max(1, pool_max), open=False, name=f"sv-store-{tenant}",
+                    kwargs={"autocommit": True, "connect_timeout": 10,
+                            "application_name": f"scriptvisor-store-{tenant}"[:63]},
+                    check=psycopg_pool.ConnectionPool.check_connection, timeout=DEFAULT_CALL_SECONDS,
+                    reconnect_timeout=0)
+                self._pool.open(wait=True, timeout=10.0)
                 # Nodes starting at once would race on CREATE TABLE IF NOT
                 # EXISTS (a pg_type unique violation): serialise the DDL on a
                 # transaction-scoped advisory lock.
-                with self._db.transaction():
-                    self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+                with self._pool.connection() as db, db.transaction():
+                    db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
                     for ddl in _SCHEMA:
-                        self._db.execute(ddl)
-            else:
-                for ddl in _SCHEMA:
-                    self._db.execute(ddl)
+                        db.execute(ddl)
+                    db.execute("ALTER TABLE sv_users ADD COLUMN IF NOT EXISTS legacy_email TEXT")
         except Exception as exc:
+            if self._pool is not None:
+                self._pool.close()
             where = path or "the PostgreSQL user store"
             raise UserStoreError(f"cannot open the user store at {where}: {exc}") from exc
         self.location = path or "postgresql"
 
     # -- plumbing ------------------------------------------------------------
 
-    def _sql(self, sql: str) -> str:
-        return sql if self.kind == "sqlite" else sql.replace("?", "%s")
-
     def _exec(self, sql: str, params: tuple = ()) -> Any:
-        with self._lock:
+        budget = remaining()
+        if self.kind == "sqlite":
+            return self._exec_sqlite(sql, params, budget)
+        return self._exec_pg(sql.replace("?", "%s"), params, budget)
+
+    @staticmethod
+    def _rows(cur: Any) -> Any:
+        rows = cur.fetchall() if cur.description else None
+        return rows if rows is not None else cur.rowcount
+
+    def _exec_sqlite(self, sql: str, params: tuple, budget: float) -> Any:
+        if not self._lock.acquire(timeout=budget):
+            raise UserStoreTimeout(f"the user store was busy for {budget:.2f} s (the invocation's remaining time)")
+        try:
+            if self._db is None:
+                raise UserStoreError("the user store is closed")
+            end = time.monotonic() + budget
+            self._db.execute(f"PRAGMA busy_timeout = {max(1, int(budget * 1000))}")
+            self._db.set_progress_handler(lambda: time.monotonic() > end, 1000)
             try:
-                cur = self._db.execute(self._sql(sql), params)
-                rows = cur.fetchall() if cur.description else None
-                return rows if rows is not None else cur.rowcount
-            except (sqlite3.Error, Exception) as exc:
-                if isinstance(exc, UserStoreError):
-                    raise
-                raise UserStoreError(f"user store statement failed: {exc}") from exc
+                return self._rows(self._db.execute(sql, params))
+            finally:
+                self._db.set_progress_handler(None, 0)
+        except sqlite3.IntegrityError as exc:
+            raise UserStoreConflict(f"user store statement refused: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "interrupted" in text or "locked" in text or "busy" in text:
+                raise UserStoreTimeout(f"user store statement did not finish in {budget:.2f} s: {exc}") from exc
+            raise UserStoreError(f"user store statement failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise UserStoreError(f"user store statement failed: {exc}") from exc
+        finally:
+            self._lock.release()
+
+    def _exec_pg(self, sql: str, params: tuple, budget: float) -> Any:
+        import psycopg
+        import psycopg_pool
+
+        try:
+            with self._pool.connection(timeout=budget) as db, db.transaction():
+                left = remaining()  # the wait for a connection counted too
+                db.execute("SELECT set_config('statement_timeout', %s, true)", (str(max(1, int(left * 1000))),))
+                return self._rows(db.execute(sql, params))
+        except psycopg_pool.PoolTimeout as exc:
+            raise UserStoreTimeout(f"no user store connection within {budget:.2f} s: {exc}") from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise UserStoreTimeout(f"user store statement did not finish in {budget:.2f} s") from exc
+        except psycopg.errors.IntegrityError as exc:
+            raise UserStoreConflict(f"user store statement refused: {exc}") from exc
+        except (psycopg.Error, psycopg_pool.PoolClosed) as exc:
+            raise UserStoreError(f"user store statement failed: {exc}") from exc
+
+    def health(self) -> dict[str, Any]:
+        """``{"ok": bool, "kind": ..., "error"?: ...}`` after one trivial statement (for /readyz)."""
+        try:
+            with deadline(time.monotonic() + 2.0):
+                self._exec("SELECT 1")
+            return {"ok": True, "kind": self.kind}
+        except UserStoreError as exc:
+            return {"ok": False, "kind": self.kind, "error": str(exc)}
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # -- passwords (hashing happens outside any lock) ---------------------------
 
     def hash(self, password: str) -> str:
-        return hash_password(password, self.rounds)
+        return self.hasher.hash(password)
+
+    def verify_password(self, user: StoredUser, password: str) -> bool:
+        return user.password_hash is not None and self.hasher.verify(user.password_hash, password)
+
+    def dummy_verify(self, password: str) -> bool:
+        return self.hasher.dummy_verify(password)
+
+    def check_and_upgrade(self, user: StoredUser, password: str) -> bool:
+        """Verify against the stored hash; on success replace a legacy (bcrypt) or outdated hash."""
+        if not self.verify_password(user, password):
+            return False
+        assert user.password_hash is not None
+        if self.hasher.needs_rehash(user.password_hash, password):
+            new = self.hash(password)
+            # only if nobody changed the hash meanwhile (a concurrent reset wins)
+            if self._exec("UPDATE sv_users SET password_hash = ?, updated_at = ?"
+                          " WHERE tenant = ? AND user_id = ? AND password_hash = ?",
+                          (new, time.time(), self.tenant, user.user_id, user.password_hash)) > 0:
+                user.password_hash = new
+        return True
 
     @staticmethod
     def _user(row: tuple) -> StoredUser:
-        user_id, email, pw, verified, profile, source = row
+        user_id, email, pw, verified, profile, source, legacy_email = row
         return StoredUser(user_id=user_id, email=email, password_hash=pw, email_verified=bool(verified),
-                          profile=json.loads(profile), source=source)
+                          profile=json.loads(profile), source=source, legacy_email=legacy_email)
 
     # -- users ---------------------------------------------------------------
 
@@ -173,27 +342,28 @@ class UserStore:
         return self._user(rows[0]) if rows else None
 
     def insert(self, user: StoredUser) -> StoredUser:
-        """Insert unless the id or email exists already; return the row that is stored.
+        """Store ``user``; return the stored row, which is always this user.
 
-        A concurrent insert of the same user (another node migrating it at
-        the same time) is not an error: the existing row wins and is returned.
+        The same user already stored (same id and same email key: another
+        node migrated it a moment ago) is not an error and that row is
+        returned.  A different user holding the id or the email key raises
+        ``IdentityClash``: nothing is written and nobody else is returned.
         """
         now = time.time()
         profile = {k: v for k, v in user.profile.items() if k not in ("user_id", "email", "email_verified")}
-        self._exec(
+        inserted = self._exec(
             "INSERT INTO sv_users (tenant, user_id, email, email_key, password_hash, email_verified,"
-            " profile, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " profile, source, created_at, updated_at, legacy_email) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT DO NOTHING",
-            (self.tenant, user.user_id, user.email, email_key(user.email), user.password_hash,
-             bool(user.email_verified), json.dumps(profile), user.source, now, now),
+            (self.tenant, user.user_id, user.email, user.key, user.password_hash,
+             bool(user.email_verified), json.dumps(profile), user.source, now, now, user.legacy_email),
         )
-        stored = self.find_by_id(user.user_id) or self.find(user.email)
-        if stored is None:  # deleted between insert and read: report what we meant to store
+        if inserted:
             return user
-        return stored
-
-    def verify_password(self, user: StoredUser, password: str) -> bool:
-        return user.password_hash is not None and check_password(password, user.password_hash)
+        by_id = self.find_by_id(user.user_id)
+        if by_id is not None and by_id.key == user.key:
+            return by_id
+        raise IdentityClash(user, by_id or self.find(user.email))
 
     def set_password_hash(self, user_id: str, password_hash: str) -> bool:
         return self._exec("UPDATE sv_users SET password_hash = ?, updated_at = ? WHERE tenant = ? AND user_id = ?",
@@ -204,27 +374,38 @@ class UserStore:
                           (True, time.time(), self.tenant, user_id)) > 0
 
     def set_email(self, user_id: str, new_email: str, verified: bool) -> bool:
-        """Change the email; False when another user already has ``new_email``."""
+        """Change the email; False when another user already has ``new_email``'s key."""
         try:
             return self._exec(
                 "UPDATE sv_users SET email = ?, email_key = ?, email_verified = ?, updated_at = ?"
                 " WHERE tenant = ? AND user_id = ?",
                 (new_email, email_key(new_email), bool(verified), time.time(), self.tenant, user_id)) > 0
-        except UserStoreError as exc:
-            if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
-                return False
-            raise
+        except UserStoreConflict:
+            return False
 
     def delete(self, user_id: str) -> bool:
-        return self._exec("DELETE FROM sv_users WHERE tenant = ? AND user_id = ?", (self.tenant, str(user_id))) > 0
+        """Remove the user and every id remembered for it (a new id after a delete is legitimate)."""
+        user_id = str(user_id)
+        user = self.find_by_id(user_id)
+        removed = self._exec("DELETE FROM sv_users WHERE tenant = ? AND user_id = ?", (self.tenant, user_id)) > 0
+        self.forget_seen(user_id=user_id)
+        if user is not None:
+            self.forget_seen(email=user.email)
+            if user.legacy_email:
+                self.forget_seen(email=user.legacy_email)
+        return removed
 
     def count(self) -> int:
         return self._exec("SELECT count(*) FROM sv_users WHERE tenant = ?", (self.tenant,))[0][0]
 
+    def all_users(self) -> list[StoredUser]:
+        return [self._user(r) for r in self._exec(f"SELECT {_COLUMNS} FROM sv_users WHERE tenant = ?",
+                                                   (self.tenant,))]
+
     # -- user_id stability (engine.contract) -----------------------------------
 
     def seen_user_id(self, email: str, user_id: str, script: str) -> tuple[str, str] | None:
-        """Remember ``user_id`` for ``email``; return the earlier (user_id, script) if it differs."""
+        """Remember ``user_id`` for ``email``'s key; return the earlier (user_id, script) if it differs."""
         key = email_key(email)
         self._exec("INSERT INTO sv_seen_ids (tenant, email_key, user_id, script) VALUES (?, ?, ?, ?)"
                    " ON CONFLICT DO NOTHING", (self.tenant, key, user_id, script))
@@ -242,25 +423,32 @@ class UserStore:
             self._exec("DELETE FROM sv_seen_ids WHERE tenant = ? AND user_id = ?", (self.tenant, str(user_id)))
 
 
-_stores: dict[tuple[str, str, int], UserStore] = {}
+_stores: dict[tuple[str, str, Hasher], UserStore] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(tenant: str, state_dir: str, *, dsn: str | None = None, rounds: int = DEFAULT_ROUNDS) -> UserStore:
+def open_store(tenant: str, state_dir: str, *, dsn: str | None = None,
+               hasher: Hasher = DEFAULT_HASHER) -> UserStore:
     """The (cached) store for a tenant: PostgreSQL when a DSN is given or set, else sqlite."""
     dsn = dsn or os.environ.get(DSN_ENV) or None
     location = dsn or os.path.join(os.path.realpath(state_dir), SQLITE_FILE)
-    key = (tenant, location, rounds)
+    key = (tenant, location, hasher)
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
             if dsn:
-                store = UserStore(tenant, dsn=dsn, rounds=rounds)
+                store = UserStore(tenant, dsn=dsn, hasher=hasher)
             else:
                 os.makedirs(state_dir, mode=0o700, exist_ok=True)
-                store = UserStore(tenant, path=location, rounds=rounds)
+                store = UserStore(tenant, path=location, hasher=hasher)
             _stores[key] = store
         return store
+
+
+def open_stores() -> list[UserStore]:
+    """The stores opened so far (what /readyz reports on)."""
+    with _stores_lock:
+        return list(_stores.values())
 
 
 def close_stores() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from scriptvisor.engine.connections import Connection
 from scriptvisor.engine.tenantdir import SCRIPTS, TEMPLATES_DIR
+from scriptvisor.engine.hashing import FAST_HASHER
 from scriptvisor.engine.userstore import UserStore
 from scriptvisor.sandbox.facades.crypto import hash_password
 
@@ -123,6 +124,6 @@ def make_connection(tenant: str, root: Path, backend: str, params: dict | None, 
         reset_postgres(params)
     elif backend == "mysql":
         reset_mysql(params)
-    store = UserStore(tenant, path=str(root / "state" / "platform.db"), rounds=ROUNDS)
+    store = UserStore(tenant, path=str(root / "state" / "platform.db"), hasher=FAST_HASHER)
     return Connection(tenant=tenant, scripts_dir=root / "scripts", configuration=configuration(backend, params),
                       import_users=import_users, store=store, timeout=10.0)

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from scriptvisor.engine.hashing import FAST_HASHER
 from scriptvisor.engine.userstore import StoredUser, UserStore
 
 
@@ -18,7 +19,7 @@ def make_store(request, tmp_path):
         dsn = " ".join(f"{k}={v}" for k, v in params.items())
 
         def make(tenant="acme"):
-            store = UserStore(tenant, dsn=dsn, rounds=4)
+            store = UserStore(tenant, dsn=dsn, hasher=FAST_HASHER)
             made.append(store)
             return store
 
@@ -29,7 +30,7 @@ def make_store(request, tmp_path):
         made.clear()
     else:
         def make(tenant="acme"):
-            store = UserStore(tenant, path=str(tmp_path / "platform.db"), rounds=4)
+            store = UserStore(tenant, path=str(tmp_path / "platform.db"), hasher=FAST_HASHER)
             made.append(store)
             return store
     yield make
@@ -42,11 +43,11 @@ def _user(user_id="1", email="alice@example.com", password="wonderland", store=N
                       email_verified=False, profile={"user_id": user_id, "nickname": "alice"})
 
 
-def test_passwords_are_stored_as_bcrypt_hashes(make_store):
+def test_passwords_are_stored_as_argon2id_hashes(make_store):
     store = make_store()
     kept = store.insert(_user(store=store))
-    row = store._exec("SELECT password_hash FROM sv_users")[0][0]
-    assert row.startswith("$2b$04$") and "wonderland" not in row
+    row = store._exec("SELECT password_hash FROM sv_users WHERE tenant = ?", (store.tenant,))[0][0]
+    assert row.startswith("$argon2id$") and "wonderland" not in row
     assert store.verify_password(kept, "wonderland") and not store.verify_password(kept, "x")
     assert store.find("ALICE@example.com").public_profile() == {
         "user_id": "1", "email": "alice@example.com", "email_verified": False, "nickname": "alice"}
@@ -57,6 +58,19 @@ def test_same_user_inserted_twice_is_one_row(make_store):
     a = store.insert(_user(store=store))
     b = store.insert(_user(password="other", store=store))
     assert store.count() == 1 and a.password_hash == b.password_hash
+
+
+def test_insert_never_returns_another_user(make_store):
+    """Same id with another email, or another id with the same email key: IdentityClash, nothing written."""
+    from scriptvisor.engine.userstore import IdentityClash
+
+    store = make_store()
+    store.insert(_user(store=store))
+    for clash in (_user("1", "mallory@example.com", store=store), _user("9", " ALICE@Example.com ", store=store)):
+        with pytest.raises(IdentityClash) as info:
+            store.insert(clash)
+        assert info.value.existing.user_id == "1" and info.value.existing.email == "alice@example.com"
+    assert store.count() == 1 and store.find_by_id("9") is None
 
 
 def test_two_nodes_migrating_the_same_user_at_once_make_one_user(make_store):

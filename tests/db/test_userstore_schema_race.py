@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from scriptvisor.engine.hashing import FAST_HASHER
 from scriptvisor.engine.userstore import UserStore
 from tests.services import unavailable
 
@@ -34,7 +35,7 @@ def test_concurrent_first_opens_do_not_race_on_the_schema(fresh_db):
     def open_one(i):
         barrier.wait()
         try:
-            stores.append(UserStore(f"tenant{i}", dsn=fresh_db, rounds=4))
+            stores.append(UserStore(f"tenant{i}", dsn=fresh_db, hasher=FAST_HASHER))
         except Exception as exc:  # the bug: UniqueViolation on pg_type
             errors.append(exc)
 
