@@ -4,6 +4,9 @@ Success: callback(None, profile). Unknown email or wrong password:
 callback(WrongUsernameOrPasswordError(...)); with the email when the user exists
 (wrong password), without it when nobody has that email. Database failure:
 callback(error).
+
+An unknown email still costs one bcrypt check (against a fixed hash of the
+same cost), so the answer's timing does not tell who has an account.
 """
 import bcrypt
 import mysql
@@ -24,6 +27,15 @@ def connect_db():
     return db
 
 
+def dummy_hash():
+    """A bcrypt hash of no user's password at this connection's cost (made once per worker)."""
+    rounds = int(configuration.get("BCRYPT_ROUNDS", 10))
+    key = "dummy_hash_" + str(rounds)
+    if key not in global_:
+        global_[key] = bcrypt.hash("no such user: a fixed dummy password", rounds)
+    return global_[key]
+
+
 def login(email, password, callback):
     try:
         rows = connect_db().query(
@@ -34,6 +46,7 @@ def login(email, password, callback):
         callback(error)
         return
     if not rows:
+        bcrypt.check(password, dummy_hash())  # same cost as a wrong password: no timing oracle
         callback(WrongUsernameOrPasswordError(None, "Wrong email or password."))
         return
     user = rows[0]
