@@ -243,10 +243,16 @@ def test_cant_log_in_with_a_password_that_only_shares_the_first_72_bytes(engine,
 ])
 def test_cant_crash_a_flow_with_an_unencodable_password(engine, make_tenant, import_users, operation, args):
     """Finding 8 (lone surrogates). Layer: engine.connections (_password/_text refuse before any script)."""
+    from scriptvisor.engine.errors import BadRequest
+
     conn = make_tenant("sqlite", import_users)
-    res = op(engine, conn, operation, *args)
+    try:  # refused when the arguments are read (raised) or by the operation (returned): both before any script
+        res = op(engine, conn, operation, *args)
+    except BadRequest as exc:
+        res = {"ok": False, "error": exc.to_dict(), "scripts_called": []}
     assert res["ok"] is False and res["error"]["code"] == "bad_request"
-    assert res["error"]["field"] in ("password", "email", "new_password") and res["scripts_called"] == []
+    assert res["error"]["field"] in ("password", "email", "new_password", "user") and res["scripts_called"] == []
+    assert conn.store.count() == 0
     assert op(engine, conn, "login", "alice@example.com", "wonderland")["ok"]  # nothing broke
 
 
