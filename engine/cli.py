@@ -187,20 +187,43 @@ def doctor(as_json: bool, strict: bool) -> None:
 
 
 
+def _env(name: str) -> dict[str, Any]:
+    """click keywords for a ``serve`` option settable from ``SCRIPTVISOR_<NAME>``."""
+    return {"envvar": f"SCRIPTVISOR_{name}", "show_envvar": True}
+
+
 @main.command()
-@click.option("--tenants", "tenants_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--tenants", "tenants_dir", type=click.Path(file_okay=False, path_type=Path), **_env("TENANTS"),
               help="Tenants folder (TENANTS/<tenant>/tenant.toml). Default: the bundled example.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--host", default="127.0.0.1", show_default=True, **_env("HOST"), help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), **_env("PORT"),
               help="TCP port (0: any free port; the chosen one is printed).")
-@click.option("--log-file", type=click.Path(dir_okay=False), help="Operator JSON log (default: stderr).")
-def serve(tenants_dir: Path | None, host: str, port: int, log_file: str | None) -> None:
-    """Run the operator HTTP API until SIGTERM/SIGINT (then drain and exit 0)."""
+@click.option("--log-file", type=click.Path(dir_okay=False), **_env("LOG_FILE"),
+              help="Operator JSON log (default: stderr).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, **_env("LOG_LEVEL"), help="Lowest level written to the operator log.")
+@click.option("--max-body", type=click.IntRange(min=1024), default=1024 * 1024, show_default=True,
+              **_env("MAX_BODY"), help="Largest request body, bytes (413 above).")
+@click.option("--sse-heartbeat", type=click.FloatRange(min=0.05), default=15.0, show_default=True,
+              **_env("SSE_HEARTBEAT"), help="Seconds without events before a log stream gets a heartbeat comment.")
+@click.option("--max-subscribers", type=click.IntRange(min=1), default=8, show_default=True,
+              **_env("MAX_SUBSCRIBERS"), help="Open log streams per tenant (429 above).")
+@click.option("--sse-buffer", type=click.IntRange(min=65536), default=1024 * 1024, show_default=True,
+              **_env("SSE_BUFFER"), help="Bytes waiting for one log stream before that slow reader is dropped.")
+def serve(tenants_dir: Path | None, host: str, port: int, log_file: str | None, log_level: str,
+          max_body: int, sse_heartbeat: float, max_subscribers: int, sse_buffer: int) -> None:
+    """Run the operator HTTP API until SIGTERM/SIGINT (then drain and exit 0).
+
+    Every option can also come from the environment variable shown beside it;
+    the admin token from SCRIPTVISOR_ADMIN_TOKEN (or SCRIPTVISOR_ADMIN_TOKEN_HASH).
+    """
     from .server.run import serve as run_server
     from .server.tenants import TenantConfigError
 
     try:
-        code = run_server(tenants_dir, host, port, log_file=log_file)
+        code = run_server(tenants_dir, host, port, log_file=log_file, log_level=log_level, max_body=max_body,
+                          sse_heartbeat=sse_heartbeat, max_subscribers=max_subscribers,
+                          subscriber_buffer=sse_buffer)
     except TenantConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except OSError as exc:

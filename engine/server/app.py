@@ -29,17 +29,17 @@ from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scriptvisor.engine.errors import CODES, InvocationError
 from scriptvisor.engine.result import public
 
 from . import auth
-from .logstream import LogHub
+from .logstream import LogHub, SSEResponse, TooManySubscribers
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
-from .oplog import OperatorLog
+from .oplog import CURRENT_INVOCATION, OperatorLog
 from .tenants import SCRIPT_NAME, TENANT_NAME, Tenant, TenantRegistry
 
 __all__ = ["ServerState", "create_app"]
@@ -215,6 +215,25 @@ async def _run(
 ) -> Response:
     invocation_id = uuid.uuid4().hex
     label = {"script": name} if kind == "script" else {"operation": name}
+    # a draining server ends a tenant's log streams only when its calls are
+    # done, so subscribers get these calls' result events (issue 14)
+    state.hub.call_started(tenant.name)
+    token = CURRENT_INVOCATION.set(invocation_id)
+    try:
+        return await _run_call(state, tenant, kind, call, invocation_id, label)
+    finally:
+        CURRENT_INVOCATION.reset(token)
+        state.hub.call_ended(tenant.name)
+
+
+async def _run_call(
+    state: ServerState,
+    tenant: Tenant,
+    kind: str,
+    call: Callable[[], Awaitable[dict[str, Any]]],
+    invocation_id: str,
+    label: dict[str, str],
+) -> Response:
     state.hub.publish(tenant.name, "start", {"invocation_id": invocation_id, **label})
     state.in_flight += 1
     state.tenant_in_flight[tenant.name] = state.tenant_in_flight.get(tenant.name, 0) + 1
@@ -330,13 +349,14 @@ async def tenant_logs(request: Request) -> Response:
     name = request.path_params["tenant"]
     try:
         tenant = _authorize(state, request, name)
+        try:
+            sub = state.hub.subscribe(tenant.name, request.headers.get("last-event-id"))
+        except TooManySubscribers as exc:
+            raise _problem(429, "too_many_subscribers", f"{exc}; close another stream or retry later",
+                           **{"Retry-After": "5"}) from None
     except RequestProblem as problem:
         return _reject(state, name, problem)
-    return StreamingResponse(
-        state.hub.stream(tenant.name),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return SSEResponse(state.hub, sub, {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # type: ignore[return-value]
 
 
 async def healthz(request: Request) -> Response:

@@ -1,5 +1,13 @@
 """Operator log: one JSON object per line, one line per invocation or server event.
 
+Everything the server process logs goes here as such a line: its own events,
+and (through ``install_logging``) every Python ``logging`` record, uvicorn's
+included, as ``event="log"`` with ``logger``, ``message`` and ``exc`` (a
+traceback, in the same one line).  Each line has ``level`` (debug, info,
+warning, error); lines below the configured level (``serve --log-level``,
+default info) are not written.  A line written while the server handles an
+invocation carries that ``invocation_id``.
+
 Lines go to stderr by default or to a file (opened in append mode, line
 buffered, so ``tail -f`` and log shippers see whole lines).  Fields of an
 invocation line: ``ts``, ``event="invocation"``, ``tenant``, ``script`` (or
@@ -12,27 +20,51 @@ carry passwords.
 
 from __future__ import annotations
 
+import contextvars
 import json
+import logging
 import sys
 import threading
 import time
-from typing import IO, Any
+import traceback
+from typing import IO, Any, Callable
 
-__all__ = ["OperatorLog"]
+__all__ = ["CURRENT_INVOCATION", "LEVELS", "OperatorLog", "OperatorLogHandler", "install_logging"]
+
+#: The invocation the current task is serving (set by the server around each
+#: call): every log line written in that context carries it as ``invocation_id``.
+CURRENT_INVOCATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("invocation_id", default=None)
 
 #: Outcomes after which the engine replaced the worker: the recycle reason.
 RECYCLING_OUTCOMES = frozenset({"timeout", "crash", "protocol_error"})
 
 
+#: ``--log-level`` names and their numbers (those of ``logging``).
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+#: Level of each server event (others: info).
+EVENT_LEVELS = {"tenant_invalid": "warning", "log_stream_dropped": "warning"}
+
+
 class OperatorLog:
-    def __init__(self, path: str | None = None, stream: IO[str] | None = None) -> None:
+    def __init__(self, path: str | None = None, stream: IO[str] | None = None, level: str = "info") -> None:
+        if level not in LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
+        self.level = level
+        self._threshold = LEVELS[level]
         self._owned = path is not None
         self._out: IO[str] = open(path, "a", buffering=1, encoding="utf-8") if path else (stream or sys.stderr)
         self._lock = threading.Lock()  # whole lines even if a thread logs too
 
-    def write(self, event: str, **fields: Any) -> None:
-        record = {"ts": round(time.time(), 3), "event": event}
+    def write(self, event: str, *, level: str | None = None, **fields: Any) -> None:
+        level = level or EVENT_LEVELS.get(event, "info")
+        if LEVELS.get(level, 20) < self._threshold:
+            return
+        record: dict[str, Any] = {"ts": round(time.time(), 3), "level": level, "event": event}
         record.update(fields)
+        if "invocation_id" not in record:
+            current = CURRENT_INVOCATION.get()
+            if current is not None:
+                record["invocation_id"] = current
         line = json.dumps(record, separators=(",", ":"), default=str)
         with self._lock:
             try:
@@ -71,3 +103,51 @@ class OperatorLog:
     def close(self) -> None:
         if self._owned:
             self._out.close()
+
+
+class OperatorLogHandler(logging.Handler):
+    """A ``logging`` handler that writes each record as one operator-log line."""
+
+    def __init__(self, oplog: OperatorLog) -> None:
+        super().__init__(LEVELS[oplog.level])
+        self.oplog = oplog
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name, "message": record.getMessage()}
+            if record.exc_info:
+                fields["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            level = "debug" if record.levelno < 20 else "info" if record.levelno < 30 else (
+                "warning" if record.levelno < 40 else "error")
+            self.oplog.write("log", level=level, **fields)
+        except Exception:  # a log line must never break the caller
+            self.handleError(record)
+
+
+def install_logging(oplog: OperatorLog) -> Callable[[], None]:
+    """Route every ``logging`` record (root, uvicorn's loggers, warnings) to ``oplog``.
+
+    Returns a function that undoes it (the server calls it when it stops).
+    """
+    handler = OperatorLogHandler(oplog)
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    root.handlers = [handler]
+    root.setLevel(LEVELS[oplog.level])
+    touched = []
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncio", "py.warnings"):
+        lg = logging.getLogger(name)
+        touched.append((lg, list(lg.handlers), lg.propagate))
+        lg.handlers = []
+        lg.propagate = True
+    logging.captureWarnings(True)
+
+    def undo() -> None:
+        logging.captureWarnings(False)
+        root.handlers = saved[1]
+        root.setLevel(saved[0])
+        for lg, handlers, propagate in touched:
+            lg.handlers = handlers
+            lg.propagate = propagate
+
+    return undo

@@ -37,10 +37,10 @@ from scriptvisor.engine.config import EngineConfig
 
 from . import auth
 from .app import DEFAULT_MAX_BODY, ServerState, create_app
-from .logstream import LogHub
+from .logstream import HEARTBEAT_SECONDS, MAX_SUBSCRIBERS_PER_TENANT, SUBSCRIBER_BUFFER_BYTES, LogHub
 from .metrics import ServerMetrics
 from .node import NodeHeader, node_id
-from .oplog import OperatorLog
+from .oplog import OperatorLog, install_logging
 from .tenants import Tenant, TenantConfigError, TenantRegistry
 
 __all__ = ["EXAMPLE_SOURCE", "EXAMPLE_TENANTS", "EXAMPLE_TOKEN", "serve"]
@@ -131,15 +131,19 @@ async def _serve(
     log_file: str | None,
     max_body: int,
     announce: str | None,
+    sse: dict[str, Any] | None = None,
+    log_level: str = "info",
 ) -> int:
     from scriptvisor.engine import AsyncEngine  # the engine package imports lazily: CLI start-up stays fast
 
     loop = asyncio.get_running_loop()
-    oplog = OperatorLog(log_file)
+    oplog = OperatorLog(log_file, level=log_level)
+    # every line this process logs (ours, the engine's, uvicorn's) is one JSON line
+    uninstall_logging = install_logging(oplog)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     node = node_id(bound_port)  # X-Scriptvisor-Node on every response (deploy/, docs/scaling.md)
-    hub = LogHub()
+    hub = LogHub(**(sse or {}))
     cfg = engine_config or EngineConfig()
     try:
         async with AsyncEngine(cfg) as engine:
@@ -156,13 +160,20 @@ async def _serve(
             runner, operations = _connection_runner(engine)
             metrics = ServerMetrics(lambda: engine.stats(memory=True))
             engine.add_listener(metrics.on_engine_event)
+
+            def on_drop(tenant: str, reason: str) -> None:
+                metrics.sse_dropped.labels(reason).inc()
+                oplog.write("log_stream_dropped", tenant=tenant, reason=reason)
+
+            hub.on_drop = on_drop
             state = ServerState(
                 engine=engine, registry=registry, metrics=metrics, hub=hub, oplog=oplog,
                 admin_hash=auth.admin_hash_from_env(), max_body=max_body,
                 connection_runner=runner, connection_operations=operations,
             )
             config = uvicorn.Config(
-                NodeHeader(create_app(state), node), lifespan="off", log_level="warning", access_log=False,
+                NodeHeader(create_app(state), node), lifespan="off", log_level=log_level, access_log=False,
+                log_config=None,  # uvicorn's records go to the root logger: install_logging above
                 timeout_graceful_shutdown=None, server_header=False,
             )
 
@@ -184,6 +195,7 @@ async def _serve(
         oplog.write("stopped")
     finally:
         sock.close()
+        uninstall_logging()
         oplog.close()
     return 0
 
@@ -196,11 +208,18 @@ def serve(
     engine_config: EngineConfig | None = None,
     log_file: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    sse_heartbeat: float = HEARTBEAT_SECONDS,
+    max_subscribers: int = MAX_SUBSCRIBERS_PER_TENANT,
+    subscriber_buffer: int = SUBSCRIBER_BUFFER_BYTES,
+    log_level: str = "info",
 ) -> int:
     """Run the operator server until SIGTERM/SIGINT; returns the exit status (0).
 
     With ``tenants_dir=None`` the bundled example tenant is served and a curl
-    command that calls it is printed.
+    command that calls it is printed.  ``sse_heartbeat`` (seconds),
+    ``max_subscribers`` (log streams per tenant) and ``subscriber_buffer``
+    (bytes waiting for one stream before it is dropped) bound the log streams.
+    ``log_level``: debug, info (default), warning or error.
     """
     announce = None
     if tenants_dir is None:
@@ -216,7 +235,10 @@ def serve(
         raise TenantConfigError(path, None, "tenants folder does not exist")
     return asyncio.run(
         _serve(path, host, port, engine_config=engine_config, log_file=log_file,
-               max_body=max_body, announce=announce)
+               max_body=max_body, announce=announce,
+               sse={"heartbeat": sse_heartbeat, "max_subscribers": max_subscribers,
+                    "max_buffer_bytes": subscriber_buffer},
+               log_level=log_level)
     )
 
 

@@ -84,11 +84,14 @@ class Server:
         return self.proc.wait(timeout=60)
 
 
-def start_server(tenants_dir: Path, log_file: Path, tokens: dict[str, str] | None = None) -> Server:
+def start_server(tenants_dir: Path, log_file: Path, tokens: dict[str, str] | None = None,
+                 **serve_kwargs: Any) -> Server:
+    """``serve_kwargs``: extra keyword arguments of ``serve()`` (plain literals)."""
     env = dict(os.environ, SCRIPTVISOR_ADMIN_TOKEN=ADMIN_TOKEN)
+    extra = "".join(f", {k}={v!r}" for k, v in serve_kwargs.items())
     code = (
         "import sys; from scriptvisor.engine.server.run import serve; "
-        "sys.exit(serve(sys.argv[1], '127.0.0.1', 0, log_file=sys.argv[2]))"
+        f"sys.exit(serve(sys.argv[1], '127.0.0.1', 0, log_file=sys.argv[2]{extra}))"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(tenants_dir), str(log_file)],
