@@ -236,11 +236,15 @@ def token() -> None:
     """Manage tenants' API bearer tokens (only hashes are stored)."""
 
 
+_TENANTS_OPTION = click.option(
+    "--tenants", "tenants_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    envvar="SCRIPTVISOR_TENANTS", show_envvar=True, help="Tenants folder holding TENANT/tenant.toml.")
+
+
 @token.command("create")
 @click.argument("tenant")
-@click.option("--tenants", "tenants_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Tenants folder holding TENANT/tenant.toml.")
-@click.option("--name", help="A label stored beside the hash.")
+@_TENANTS_OPTION
+@click.option("--name", help="A label stored beside the hash (shown by `token list`).")
 def token_create(tenant: str, tenants_dir: Path, name: str | None) -> None:
     """Print a new token for TENANT once; its hash is added to tenant.toml."""
     from .server.auth import create_token
@@ -250,6 +254,68 @@ def token_create(tenant: str, tenants_dir: Path, name: str | None) -> None:
         click.echo(create_token(tenants_dir, tenant, name=name))
     except TenantConfigError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+@token.command("list")
+@click.argument("tenant")
+@_TENANTS_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def token_list(tenant: str, tenants_dir: Path, as_json: bool) -> None:
+    """List TENANT's tokens: id (for revoke), label and creation time; never the token."""
+    from .server.auth import list_tokens
+    from .server.tenants import TenantConfigError
+
+    try:
+        rows = list_tokens(tenants_dir, tenant)
+    except TenantConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(_dump(rows))
+        return
+    if not rows:
+        click.echo(f"no tokens: create one with `scriptvisor token create {tenant} --tenants {tenants_dir}`")
+        return
+    click.echo(f"{'ID':<14}{'CREATED':<22}NAME")
+    for row in rows:
+        click.echo(f"{row['id']:<14}{row['created'] or '-':<22}{row['name'] or '-'}")
+
+
+@token.command("revoke")
+@click.argument("tenant")
+@click.argument("token_id")
+@_TENANTS_OPTION
+def token_revoke(tenant: str, token_id: str, tenants_dir: Path) -> None:
+    """Remove the token TOKEN_ID (from `token list`, 8+ hex digits) from TENANT.
+
+    A running server refuses it from the next request on.
+    """
+    from .server.auth import revoke_token
+    from .server.tenants import TenantConfigError
+
+    try:
+        row = revoke_token(tenants_dir, tenant, token_id)
+    except TenantConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"revoked token {row['id']} ({row['name'] or 'no label'}, created {row['created'] or 'unknown'})")
+
+
+@main.command("tail")
+@click.argument("tenant")
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, envvar="SCRIPTVISOR_URL",
+              show_envvar=True, help="The server (or the load balancer in front of it).")
+@click.option("--token", envvar="SCRIPTVISOR_TOKEN", show_envvar=True, required=True,
+              help="The tenant's token (or the admin token).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event: {id, event, data}.")
+@click.option("--once", is_flag=True, help="Exit when the stream ends instead of reconnecting.")
+def tail(tenant: str, url: str, token: str, as_json: bool, once: bool) -> None:
+    """Follow TENANT's invocations live (start, result, script logs), reconnecting with resume."""
+    from .tail import follow
+
+    try:
+        code = follow(url, tenant, token, as_json=as_json, once=once)
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
 
 
 @main.command("init")

@@ -45,6 +45,8 @@ __all__ = [
     "create_token",
     "decide",
     "hash_token",
+    "list_tokens",
+    "revoke_token",
 ]
 
 ADMIN_TOKEN_ENV = "SCRIPTVISOR_ADMIN_TOKEN"
@@ -159,6 +161,12 @@ def create_token(tenants_dir: str | os.PathLike[str], tenant: str, *, name: str 
         text += "\n"
     new_text = text + entry
     tomllib.loads(new_text)  # never write a file we cannot read back
+    _write_atomic(file, new_text)
+    return token
+
+
+def _write_atomic(file: Path, new_text: str) -> None:
+    """Replace ``file`` (temp file + fsync + rename, mode kept): never half written."""
     fd, tmp = tempfile.mkstemp(prefix=".tenant.", suffix=".toml", dir=file.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -173,7 +181,104 @@ def create_token(tenants_dir: str | os.PathLike[str], tenant: str, *, name: str 
         except FileNotFoundError:
             pass
         raise
-    return token
+
+
+#: Shortest token id prefix ``token revoke`` accepts.
+MIN_ID_CHARS = 8
+
+
+def _read_tokens(tenants_dir: str | os.PathLike[str], tenant: str) -> tuple[Path, str, list[dict[str, str]]]:
+    if not TENANT_NAME.match(tenant):
+        raise TenantConfigError(Path(tenants_dir) / tenant, None, "not a valid tenant name")
+    file = Path(tenants_dir) / tenant / "tenant.toml"
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except FileNotFoundError:
+        raise TenantConfigError(file, None, "missing: is this a tenant folder?") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TenantConfigError(file, None, f"invalid TOML: {exc}") from None
+    raw = data.get("tokens", [])
+    if not isinstance(raw, list):
+        raise TenantConfigError(file, "tokens", "must be an array of [[tokens]] tables")
+    rows = []
+    for item in raw:
+        entry = item if isinstance(item, dict) else {"hash": item}
+        hashed = str(entry.get("hash", ""))
+        rows.append({"id": hashed.removeprefix("sha256:")[:12], "hash": hashed,
+                     "name": str(entry.get("name", "")), "created": str(entry.get("created", "")),
+                     "inline": "no" if isinstance(item, dict) else "yes"})
+    return file, text, rows
+
+
+def list_tokens(tenants_dir: str | os.PathLike[str], tenant: str) -> list[dict[str, str]]:
+    """``[{id, name, created}]`` of the tenant's tokens, in file order.
+
+    ``id`` is the first 12 hex digits of the token's SHA-256: it names the
+    token for ``revoke_token`` and reveals nothing about the token itself.
+    """
+    _, _, rows = _read_tokens(tenants_dir, tenant)
+    return [{"id": r["id"], "name": r["name"], "created": r["created"]} for r in rows]
+
+
+def revoke_token(tenants_dir: str | os.PathLike[str], tenant: str, token_id: str) -> dict[str, str]:
+    """Remove the token whose id starts with ``token_id`` from tenant.toml; returns its row.
+
+    Only that ``[[tokens]]`` table is cut from the file (comments and the
+    other sections stay as written); the result is re-parsed and compared
+    before it atomically replaces the file.  A running server refuses the
+    token from its next request on (the file is re-read when it changes).
+    """
+    token_id = token_id.strip().lower().removeprefix("sha256:")
+    file, text, rows = _read_tokens(tenants_dir, tenant)
+    if len(token_id) < MIN_ID_CHARS or any(c not in "0123456789abcdef" for c in token_id):
+        raise TenantConfigError(file, "tokens", f"give at least {MIN_ID_CHARS} hex digits of a token id "
+                                "(see `scriptvisor token list`)")
+    hits = [r for r in rows if r["hash"].removeprefix("sha256:").startswith(token_id)]
+    if not hits:
+        known = ", ".join(r["id"] for r in rows) or "none"
+        raise TenantConfigError(file, "tokens", f"no token with id {token_id} (ids: {known})")
+    if len(hits) > 1:
+        raise TenantConfigError(file, "tokens", f"id {token_id} matches {len(hits)} tokens: give more digits")
+    victim = hits[0]
+    if victim["inline"] == "yes":
+        raise TenantConfigError(file, "tokens", "is an inline array; convert it to [[tokens]] tables to revoke")
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    block: list[str] | None = None
+
+    def flush() -> None:
+        if block is None:
+            return
+        if not any(victim["hash"] in line for line in block):
+            out.extend(block)
+            return
+        # keep the blank and comment lines after the table's last key: they
+        # belong to whatever follows
+        last = max(i for i, line in enumerate(block) if line.strip() and not line.strip().startswith("#"))
+        out.extend(block[last + 1:])
+
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            flush()
+            block = [line] if stripped.replace(" ", "") == "[[tokens]]" else None
+            if block is None:
+                out.append(line)
+        elif block is not None:
+            block.append(line)
+        else:
+            out.append(line)
+    flush()
+    new_text = "".join(out)
+    before = tomllib.loads(text)
+    after = tomllib.loads(new_text)
+    expected = [t for t in before.get("tokens", []) if t.get("hash") != victim["hash"]]
+    if after.get("tokens", []) != expected or {k: v for k, v in after.items() if k != "tokens"} != {
+            k: v for k, v in before.items() if k != "tokens"}:
+        raise TenantConfigError(file, "tokens", "could not cut the token's table out cleanly; edit the file by hand")
+    _write_atomic(file, new_text)
+    return {"id": victim["id"], "name": victim["name"], "created": victim["created"]}
 
 
 def _toml_string(value: str) -> str:

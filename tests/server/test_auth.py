@@ -85,3 +85,26 @@ def test_create_token_refuses_unknown_tenant_and_inline_arrays(tmp_path: Path) -
     with pytest.raises(TenantConfigError, match="inline array"):
         auth.create_token(tmp_path, "acme")
     assert (folder / "tenant.toml").read_text() == original
+
+
+def test_token_list_and_revoke_by_id(tmp_path: Path) -> None:
+    folder = tmp_path / "acme"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "tenant.toml").write_text('# acme\n[configuration]\nK = "v"\n')
+    first = auth.create_token(tmp_path, "acme", name="ci")
+    second = auth.create_token(tmp_path, "acme")
+    (folder / "tenant.toml").write_text((folder / "tenant.toml").read_text() + "\n# limits below\n[limits]\ntimeout = 3\n")
+    rows = auth.list_tokens(tmp_path, "acme")
+    assert [r["name"] for r in rows] == ["ci", ""]
+    assert rows[0]["id"] == auth.hash_token(first)[7:19] and rows[0]["created"].endswith("Z")
+    assert first not in str(rows) and second not in str(rows)
+    with pytest.raises(TenantConfigError, match="at least 8 hex"):
+        auth.revoke_token(tmp_path, "acme", rows[0]["id"][:4])
+    with pytest.raises(TenantConfigError, match="no token with id"):
+        auth.revoke_token(tmp_path, "acme", "00000000")
+    assert auth.revoke_token(tmp_path, "acme", rows[0]["id"])["name"] == "ci"
+    text = (folder / "tenant.toml").read_text()
+    assert text.startswith("# acme\n") and "# limits below\n[limits]\ntimeout = 3\n" in text
+    tenant = load_tenant(folder)
+    assert tenant.token_hashes == (auth.hash_token(second),)
+    assert tenant.limits.timeout == 3 and tenant.configuration["K"] == "v"

@@ -5,6 +5,7 @@ metrics that add up."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -178,3 +179,35 @@ def test_cpu_counter_never_drops_when_workers_exit() -> None:
     ledger2.seen.clear()  # (as if its figures were never seen)
     ledger2.on_exit(1, None, "t")
     assert ledger2.values({"tenants": {"t": {"workers": []}}}) == {"t": 3.0}
+
+
+def test_token_list_and_revoke_from_the_cli_take_effect_at_once(server: Server) -> None:
+    from click.testing import CliRunner
+
+    from scriptvisor.engine.cli import main
+
+    make_tenant(server.tenants_dir, "rotating", "")
+    runner = CliRunner()
+    tenants = str(server.tenants_dir)
+    empty = runner.invoke(main, ["token", "list", "rotating", "--tenants", tenants])
+    assert empty.exit_code == 0 and "token create rotating" in empty.output  # the hint, not an empty table
+    old = runner.invoke(main, ["token", "create", "rotating", "--tenants", tenants, "--name", "old"]).output.strip()
+    new = runner.invoke(main, ["token", "create", "rotating", "--tenants", tenants, "--name", "new"]).output.strip()
+    listed = runner.invoke(main, ["token", "list", "rotating", "--tenants", tenants])
+    assert listed.exit_code == 0 and "old" in listed.output and "new" in listed.output
+    assert old not in listed.output and new not in listed.output
+    rows = json.loads(runner.invoke(main, ["token", "list", "rotating", "--tenants", tenants, "--json"]).output)
+    assert [r["name"] for r in rows] == ["old", "new"] and all(r["created"] for r in rows)
+    with server.client(token=old) as c:
+        assert c.post("/v1/tenants/rotating/scripts/noop", json={}).status_code == 200
+    toml = server.tenants_dir / "rotating" / "tenant.toml"
+    stamp = toml.stat()
+    revoked = runner.invoke(main, ["token", "revoke", "rotating", rows[0]["id"], "--tenants", tenants])
+    assert revoked.exit_code == 0 and "revoked token" in revoked.output
+    os.utime(toml, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))  # coarse clocks
+    with server.client(token=old) as c:
+        assert c.post("/v1/tenants/rotating/scripts/noop", json={}).status_code == 401
+    with server.client(token=new) as c:
+        assert c.post("/v1/tenants/rotating/scripts/noop", json={}).status_code == 200
+    bad = runner.invoke(main, ["token", "revoke", "rotating", "zz", "--tenants", tenants])
+    assert bad.exit_code == 2 and "token list" in bad.output
