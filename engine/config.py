@@ -51,6 +51,19 @@ class TenantLimits:
     max_concurrency: int = 4
     #: Invocations that may wait for a worker; beyond it: ``overloaded``.
     max_queue: int = 64
+    #: Work-factor caps of the ``passwords`` facade: a stored hash above any of
+    #: them is refused before any work (the cost is read from the hash, and
+    #: the C code that computes it runs no deadline check).  Defaults and
+    #: reasons: ``sandbox.wire.WorkerLimits``.
+    hash_bcrypt_max_cost: int = _W.hash_bcrypt_max_cost
+    hash_pbkdf2_max_rounds: int = _W.hash_pbkdf2_max_rounds
+    hash_sha_crypt_max_rounds: int = _W.hash_sha_crypt_max_rounds
+    hash_phpass_max_cost: int = _W.hash_phpass_max_cost
+    hash_argon2_max_memory_kib: int = _W.hash_argon2_max_memory_kib
+    hash_argon2_max_time_cost: int = _W.hash_argon2_max_time_cost
+    hash_argon2_max_parallelism: int = _W.hash_argon2_max_parallelism
+    hash_scrypt_max_memory_mb: int = _W.hash_scrypt_max_memory_mb
+    hash_scrypt_max_parallelism: int = _W.hash_scrypt_max_parallelism
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

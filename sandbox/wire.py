@@ -272,6 +272,32 @@ class WorkerLimits:
     output_bytes: int = 64 * 1024
     #: Largest JSON result a script may return.
     result_bytes: int = 1024 * 1024
+    # Work-factor caps of the ``passwords`` facade.  The cost of verifying a
+    # stored hash is written in the hash, and the C code that computes it runs
+    # no deadline check, so a hash above any cap is refused before any work.
+    # The defaults admit what the reference implementations write by default
+    # today: bcrypt 10-14, Django 5.x/6.x PBKDF2 (1,000,000-1,200,000 rounds),
+    # sha512-crypt 656,000 (libpass) / 5,000 (glibc), phpass (WordPress 8,
+    # phpBB 11), argon2-cffi m=64 MiB t=3 p=4 and Django m=100 MiB t=2 p=8,
+    # scrypt N=2^16 r=8 p=1.
+    #: bcrypt cost (log2 rounds): 16 is about 4 s on one core.
+    hash_bcrypt_max_cost: int = 16
+    #: PBKDF2 iterations (modular and Django forms): about 1.3 s of SHA-256.
+    hash_pbkdf2_max_rounds: int = 2_000_000
+    #: sha256-crypt / sha512-crypt ``rounds=``.
+    hash_sha_crypt_max_rounds: int = 1_000_000
+    #: phpass cost (log2 of its MD5 rounds).
+    hash_phpass_max_cost: int = 20
+    #: argon2 memory in KiB (taken from the worker's memory_mb).
+    hash_argon2_max_memory_kib: int = 131_072
+    #: argon2 passes over that memory.
+    hash_argon2_max_time_cost: int = 10
+    #: argon2 lanes (computed in turn on the worker's one thread).
+    hash_argon2_max_parallelism: int = 16
+    #: scrypt memory, 128 * N * r bytes, in MiB.
+    hash_scrypt_max_memory_mb: int = 128
+    #: scrypt p.
+    hash_scrypt_max_parallelism: int = 16
 
     @classmethod
     def from_wire(cls, data: Any) -> "WorkerLimits":

@@ -29,8 +29,9 @@ FACADES: dict[str, str] = {
     "uuid": "scriptvisor.sandbox.facades.stdlib:uuid",
     "base64": "scriptvisor.sandbox.facades.stdlib:base64",
     "log": "scriptvisor.sandbox.facades.stdlib:log",
-    # password hashing and databases (custom database connections)
+    # password hashing (bcrypt; every legacy scheme) and databases (custom database connections)
     "bcrypt": "scriptvisor.sandbox.facades.crypto:bcrypt",
+    "passwords": "scriptvisor.sandbox.facades.passwords:passwords",
     "sqlite": "scriptvisor.sandbox.facades.db:sqlite",
     "postgres": "scriptvisor.sandbox.facades.db:postgres",
     "mysql": "scriptvisor.sandbox.facades.db:mysql",
