@@ -322,6 +322,21 @@ def _scrypt_guard(n: int, r: int, p: int, caps: dict[str, int]) -> None:
     _spend("scrypt", float(n) * r * p, f"scrypt N={n},r={r},p={p}")
 
 
+def check_scrypt_cost(n: int, r: int, p: int) -> None:
+    """The scrypt cost checks, for the ``hashlib.scrypt`` facade function."""
+    try:
+        _scrypt_guard(n, r, p, _caps())
+    except PasswordError:
+        raise
+    except ValueError as exc:
+        raise PasswordError(f"{exc} (n must be a power of 2 above 1; r, p at least 1)") from None
+
+
+def scrypt_derive(password: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
+    """hashlib.scrypt with a memory ceiling that fits the parameters (checked by the caller)."""
+    return _scrypt_derive(password, salt, n, r, p, length)
+
+
 def _scrypt_derive(password: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
     return _hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=length,
                            maxmem=128 * n * r * 2 + 1024 * 1024)

@@ -39,6 +39,7 @@ import regex as _regex
 from scriptvisor.sandbox import context as _context
 from scriptvisor.sandbox import guards as _guards
 from scriptvisor.sandbox import policy as _policy
+from scriptvisor.sandbox.facades import passwords as _passwords
 
 __all__ = ["base64", "datetime", "hashlib", "hmac", "json", "log", "math", "re",
            "secrets", "time", "uuid"]
@@ -338,9 +339,28 @@ def _pbkdf2_hmac(hash_name: Any, password: Any, salt: Any, iterations: Any, dkle
                                 None if dklen is None else int(dklen))
 
 
+def _hash_new(name: Any, data: Any = b"") -> Any:
+    """``hashlib.new(name, data)`` over the same allowlist as the named constructors."""
+    return getattr(_hashlib, _digest_name(name))(_binary(data, "data"))
+
+
+def _scrypt(password: Any, *, salt: Any, n: Any, r: Any, p: Any, dklen: Any = 64) -> bytes:
+    """``hashlib.scrypt`` under the tenant's scrypt caps (``limits.hash_scrypt_*``),
+    checked before any work, as the ``passwords`` facade checks stored hashes."""
+    for value, what in ((n, "n"), (r, "r"), (p, "p"), (dklen, "dklen")):
+        if type(value) is not int:
+            raise TypeError(f"{what} must be an int")
+    if not 1 <= dklen <= 1024:
+        raise ValueError("dklen must be between 1 and 1024")
+    _passwords.check_scrypt_cost(n, r, p)
+    return _passwords.scrypt_derive(_binary(password, "password"), _binary(salt, "salt"), n, r, p, dklen)
+
+
 hashlib = SimpleNamespace(
     **{name: _hash_constructor(name) for name in _DIGESTS},
+    new=_hash_new,
     pbkdf2_hmac=_pbkdf2_hmac,
+    scrypt=_scrypt,
     algorithms_available=tuple(_DIGESTS),
 )
 

@@ -261,3 +261,25 @@ def test_the_scheme_reference_page_matches_the_code():
     page = (Path(__file__).parents[2] / "docs" / "password-hashes.md").read_text("utf-8")
     table = page.split("<!-- schemes:begin -->\n", 1)[1].split("<!-- schemes:end -->", 1)[0]
     assert table == reference_markdown(), "regenerate: python -m scriptvisor.sandbox.facades.passwords"
+
+
+# --------------------------------------------------------------------------- hashlib.new / hashlib.scrypt
+
+
+def test_hashlib_facade_has_new_and_a_capped_scrypt():
+    source = """
+        import hashlib
+
+        def main(callback):
+            out = [hashlib.new("sha256", b"abc").hexdigest(),
+                   hashlib.scrypt(b"pw", salt=b"NaCl", n=1024, r=8, p=1, dklen=16).hex()]
+            try:
+                hashlib.scrypt(b"pw", salt=b"NaCl", n=2 ** 22, r=8, p=1)
+            except ValueError as exc:
+                out.append(str(exc))
+            callback(None, out)
+    """
+    digest, derived, refused = _script_result(source)
+    assert digest == hashlib.sha256(b"abc").hexdigest()
+    assert derived == hashlib.scrypt(b"pw", salt=b"NaCl", n=1024, r=8, p=1, dklen=16).hex()
+    assert "hash_scrypt_max_memory_mb" in refused
