@@ -75,6 +75,10 @@ class _Base:
     def stats(self, *, memory: bool = True) -> dict[str, Any]:
         return self.supervisor.stats(memory=memory)
 
+    def recycle_tenant(self, tenant: str) -> dict[str, int]:
+        """Replace every worker of ``tenant`` (idle ones now, busy ones after their call)."""
+        return self.supervisor.recycle_tenant(tenant)
+
     @property
     def layers(self) -> dict[str, Any]:
         """Confinement layers the zygote reported: name -> [active, detail]."""

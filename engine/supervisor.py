@@ -84,7 +84,7 @@ def describe_status(status: int | None) -> dict[str, Any]:
 
 class TenantPool:
     __slots__ = ("name", "limits", "data_dir", "workers", "idle", "queue", "last_used",
-                 "boot_failures", "boot_error")
+                 "boot_failures", "boot_error", "recycle_before")
 
     def __init__(self, name: str, limits: TenantLimits, data_dir: str | None) -> None:
         self.name = name
@@ -96,6 +96,9 @@ class TenantPool:
         self.last_used = time.monotonic()
         self.boot_failures = 0
         self.boot_error = ""
+        #: workers spawned before this (monotonic) are retired when next free
+        #: (``Supervisor.recycle_tenant``: the operator's "recycle" action)
+        self.recycle_before = 0.0
 
     def count(self, state: WorkerState) -> int:
         return sum(1 for w in self.workers if w.state is state)
@@ -560,6 +563,9 @@ class Supervisor:
 
     def _should_recycle(self, w: WorkerHandle) -> bool:
         cfg = self.config
+        pool = self.pools.get(w.tenant)
+        if pool is not None and w.spawned_at < pool.recycle_before:
+            return True
         if cfg.max_invocations_per_worker and w.invocations >= cfg.max_invocations_per_worker:
             return True
         return bool(cfg.max_worker_age and time.monotonic() - w.spawned_at >= cfg.max_worker_age)
@@ -582,6 +588,24 @@ class Supervisor:
         if self.state == "running":
             self._drain_queue(pool)
             self.manage_workers(pool)
+
+    def recycle_tenant(self, tenant: str) -> dict[str, int]:
+        """The operator's "recycle": every current worker of ``tenant`` is replaced.
+
+        Idle workers are retired now (a planned exit, replaced by
+        ``manage_workers``); busy ones finish their call first and are retired
+        when they come back (``_should_recycle``), so no call is cut short.
+        """
+        pool = self.pools.get(tenant)
+        if pool is None:
+            return {"retired": 0, "after_call": 0}
+        pool.recycle_before = time.monotonic()
+        idle = [w for w in pool.workers if w.state is WorkerState.IDLE]
+        busy = pool.count(WorkerState.BUSY)
+        for w in idle:
+            self.retire_worker(w, "operator")
+        self.emit("tenant_recycle", tenant=tenant, retired=len(idle), after_call=busy)
+        return {"retired": len(idle), "after_call": busy}
 
     def replace_worker(self, pool: TenantPool) -> None:
         """A worker died or was killed: start its replacement now, one for one.

@@ -9,6 +9,10 @@ Modules, one job each:
 * ``logstream`` per-tenant server-sent event fan-out;
 * ``oplog``     one structured JSON line per invocation for the operator;
 * ``app``       the Starlette routes;
+* ``console``   the browser console (``/console``, assets in ``static/``) and
+                its routes: check, save/rollback, recent invocations, admin views;
+* ``scriptstore`` atomic script saves with kept versions (``[editing]``);
+* ``activity``  bounded recent-invocation and per-10s aggregates for the console;
 * ``run``       ``serve()``: uvicorn and the engine on one asyncio loop, graceful
                 shutdown on SIGTERM/SIGINT.
 """

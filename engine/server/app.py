@@ -36,6 +36,7 @@ from scriptvisor.engine.errors import CODES, InvocationError
 from scriptvisor.engine.result import public
 
 from . import auth
+from .activity import Activity
 from .logstream import LogHub, SSEResponse, TooManySubscribers
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
@@ -74,6 +75,8 @@ class ServerState:
     tenant_in_flight: dict[str, int] = field(default_factory=dict)
     #: tenant -> the last failed invocation {code, message, invocation_id, ts} (admin route)
     last_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: recent invocations and per-10s aggregates for the console (activity.py)
+    activity: Activity = field(default_factory=Activity)
 
 
 class RequestProblem(Exception):
@@ -276,6 +279,8 @@ async def _run_call(
             "invocation_id": invocation_id, "status": status, "ts": round(time.time(), 3),
             **label,
         }
+    state.activity.record(tenant.name, invocation_id=invocation_id, kind=kind, name=name, outcome=outcome,
+                          status=status, duration_ms=duration_ms)
     worker = result.get("worker") or {}
     state.oplog.invocation(
         tenant=tenant.name, invocation_id=invocation_id, outcome=outcome, duration_ms=duration_ms,
@@ -395,6 +400,15 @@ def _worker_counts(stats: dict[str, Any], name: str) -> dict[str, int]:
     return counts
 
 
+def _processes(stats: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The tenant's worker processes for the console: pid, state, age, calls, memory."""
+    info = (stats.get("tenants") or {}).get(name) or {}
+    out = [{"pid": w.get("pid"), "state": str(w.get("state", "")).lower(), "age_s": w.get("age_s"),
+            "calls": int(w.get("invocations") or 0), "rss": w.get("rss"), "uss": w.get("uss")}
+           for w in info.get("workers") or [] if isinstance(w, dict)]
+    return sorted(out, key=lambda w: w["pid"] or 0)
+
+
 async def admin_tenants(request: Request) -> Response:
     """``GET /v1/admin/tenants``: every tenant folder, its state, workers and last error."""
     state: ServerState = request.app.state.sv
@@ -413,7 +427,7 @@ async def admin_tenants(request: Request) -> Response:
     for name in list(state.registry.tenants) + list(state.registry.errors):
         state.registry.get(name)  # reload edited files, so the listing is current
     try:
-        stats = state.engine.stats(memory=False) or {}
+        stats = state.engine.stats(memory=True) or {}
     except Exception:  # the engine stopping must not fail an admin listing
         stats = {}
     tenants = state.registry.tenants
@@ -431,6 +445,8 @@ async def admin_tenants(request: Request) -> Response:
             "subscribers": state.hub.subscribers(name),
             "config_error": None if err is None else {"key": err.key, "message": str(err)},
             "last_error": state.last_errors.get(name),
+            "processes": _processes(stats, name),
+            "editing": bool(tenant is not None and tenant.editing),
         })
     return JSONResponse({"tenants": out, "draining": state.draining})
 
@@ -444,6 +460,8 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
 
 
 def create_app(state: ServerState) -> Starlette:
+    from .console import ROUTES as CONSOLE_ROUTES  # console.py builds on this module's checks
+
     app = Starlette(
         routes=[
             Route("/v1/tenants/{tenant}/scripts/{script}", invoke_script, methods=["POST"]),
@@ -453,6 +471,7 @@ def create_app(state: ServerState) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *CONSOLE_ROUTES,
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},
     )

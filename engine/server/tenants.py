@@ -18,6 +18,9 @@ Layout (fixed, shared with ``engine.connections``)::
     max_concurrency = 2
     [[tokens]]                                # API tokens: hashes only, never the token
     hash = "sha256:<64 hex>"
+    [editing]                                 # saving scripts through the API (engine.server.scriptstore)
+    enabled = false                           # default: the folder stays the operator's source of truth
+    versions = 20                             # previous versions kept per script for rollback
 
 Why validation is strict: a typo in a limit name would otherwise silently leave
 a tenant on the defaults.  Every error names the file and the key.  A broken
@@ -64,8 +67,11 @@ SCRIPT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 TOP_LEVEL_KEYS = frozenset(
-    {"import_users", "configuration", "limits", "allowed_ports", "tokens", "description"}
+    {"import_users", "configuration", "limits", "allowed_ports", "tokens", "description", "editing"}
 )
+#: Previous versions kept per script when [editing] does not say (and the most it may say).
+DEFAULT_KEPT_VERSIONS = 20
+MAX_KEPT_VERSIONS = 200
 _LIMIT_FIELDS = {f.name: f for f in dataclasses.fields(TenantLimits)}
 #: Configuration values kept small: they travel to the worker with every call.
 MAX_CONFIGURATION_BYTES = 64 * 1024
@@ -94,6 +100,10 @@ class Tenant:
     token_hashes: tuple[str, ...]
     #: (mtime_ns, size, inode) of tenant.toml when it was read: the reload key.
     stamp: tuple[int, int, int]
+    #: ``[editing] enabled``: PUT /v1/tenants/{t}/scripts/{s} may write scripts/.
+    editing: bool = False
+    #: ``[editing] versions``: previous versions kept per script.
+    editing_versions: int = DEFAULT_KEPT_VERSIONS
 
     @property
     def scripts_dir(self) -> Path:
@@ -262,6 +272,21 @@ def recover_token_hashes(file: Path) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _editing(file: Path, raw: Any) -> tuple[bool, int]:
+    if not isinstance(raw, dict):
+        raise TenantConfigError(file, "editing", "must be a table")
+    extra = set(raw) - {"enabled", "versions"}
+    if extra:
+        raise TenantConfigError(file, f"editing.{sorted(extra)[0]}", "unknown key (known: enabled, versions)")
+    enabled = raw.get("enabled", False)
+    if type(enabled) is not bool:
+        raise TenantConfigError(file, "editing.enabled", "must be true or false")
+    versions = raw.get("versions", DEFAULT_KEPT_VERSIONS)
+    if type(versions) is not int or not 1 <= versions <= MAX_KEPT_VERSIONS:
+        raise TenantConfigError(file, "editing.versions", f"must be an integer 1..{MAX_KEPT_VERSIONS}")
+    return enabled, versions
+
+
 def load_tenant(
     root: Path, *, defaults: TenantLimits | None = None, environ: Mapping[str, str] | None = None
 ) -> Tenant:
@@ -296,6 +321,7 @@ def load_tenant(
     ports = _check_ports(file, "allowed_ports", data["allowed_ports"]) if "allowed_ports" in data else None
     limits = _build_limits(file, data.get("limits", {}), ports, defaults or TenantLimits())
     tokens = _token_hashes(file, data.get("tokens", []))
+    editing, editing_versions = _editing(file, data.get("editing", {}))
     (root / "data").mkdir(exist_ok=True)
     return Tenant(
         name=name,
@@ -305,6 +331,8 @@ def load_tenant(
         limits=limits,
         token_hashes=tokens,
         stamp=stamp,
+        editing=editing,
+        editing_versions=editing_versions,
     )
 
 

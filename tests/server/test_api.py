@@ -148,7 +148,7 @@ def test_unknown_tenant_script_and_route_are_404(server: Server) -> None:
         r = c.post("/v1/tenants/alpha/connection/drop_tables", json={})
         assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_operation"
         assert c.get("/v2/anything").status_code == 404
-        assert c.get("/v1/tenants/alpha/scripts/noop").status_code == 405
+        assert c.delete("/v1/tenants/alpha/scripts/noop").status_code == 405
 
 
 def test_broken_tenant_is_503_naming_the_key_for_the_admin(server: Server) -> None:
