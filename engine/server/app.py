@@ -279,8 +279,8 @@ async def _run_call(
             "invocation_id": invocation_id, "status": status, "ts": round(time.time(), 3),
             **label,
         }
-    state.activity.record(tenant.name, invocation_id=invocation_id, kind=kind, name=name, outcome=outcome,
-                          status=status, duration_ms=duration_ms)
+    state.activity.record(tenant.name, invocation_id=invocation_id, kind=kind, name=next(iter(label.values())),
+                          outcome=outcome, status=status, duration_ms=duration_ms)
     worker = result.get("worker") or {}
     state.oplog.invocation(
         tenant=tenant.name, invocation_id=invocation_id, outcome=outcome, duration_ms=duration_ms,
