@@ -325,6 +325,12 @@ def _migrate(conn: Connection, email: str, password: str, profile: dict,
     uid = profile["user_id"]
     by_id = stored if stored is not None and stored.user_id == uid else (
         yield Blocking(conn.store.find_by_id, (uid,)))
+    legacy_email = _text("email", profile["email"]) if profile.get("email") else email
+    if by_id is None:
+        by_key = yield Blocking(conn.store.find, (legacy_email,))
+        if by_key is not None and by_key.user_id != uid:  # another user already holds this email
+            return _clash("login", email, profile, by_key)
+        by_id = by_key  # None, or this very user stored a moment ago (another node, another request)
     if by_id is not None:
         if not _same_person(by_id, profile):
             return _clash("login", email, profile, by_id)
@@ -337,10 +343,6 @@ def _migrate(conn: Connection, email: str, password: str, profile: dict,
                           name="UserStoreConflict")
         by_id.password_hash = password_hash
         return Outcome(True, by_id.public_profile(), extra={"migrated": True})
-    legacy_email = _text("email", profile["email"]) if profile.get("email") else email
-    by_key = yield Blocking(conn.store.find, (legacy_email,))
-    if by_key is not None:  # another user (another id) already holds this email
-        return _clash("login", email, profile, by_key)
     password_hash = yield Blocking(conn.store.hash, (password,))
     new = StoredUser(user_id=uid, email=legacy_email, password_hash=password_hash,
                      email_verified=bool(profile.get("email_verified", False)),
