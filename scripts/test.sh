@@ -9,6 +9,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v nginx >/dev/null || need_apt+=(nginx-light)
 command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
+command -v chromium >/dev/null || need_apt+=(chromium)  # renders /docs (and the console) in tests
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 # Debian's libseccomp binding: the fallback sandbox/seccomp.py uses when pyseccomp is missing.
 [ -e /usr/lib/python3/dist-packages/seccomp.cpython-311-x86_64-linux-gnu.so ] || need_apt+=(python3-seccomp)

@@ -5,6 +5,7 @@
     GET  /v1/tenants/{tenant}/logs                     server-sent events of that tenant
     GET  /v1/admin/tenants                             every tenant: state, workers, last error (admin token)
     GET  /healthz  /readyz  /metrics                   per-tenant detail only with the admin token
+    GET  /openapi.json  /docs                          this API's description, and a page rendering it
 
 Status codes are about the request, never about the script: whenever the
 engine ran (or tried to run) a script the answer is 200 with the result object
@@ -20,6 +21,7 @@ tenant (404, or 503 if its folder is broken) -> content type (415) -> size (413)
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import math
 import time
@@ -451,6 +453,24 @@ async def admin_tenants(request: Request) -> Response:
     return JSONResponse({"tenants": out, "draining": state.draining})
 
 
+#: The API description, served as is: the same package file the tests validate
+#: every response against (``engine/server/openapi.json``).
+OPENAPI_TEXT = (importlib.resources.files("scriptvisor.engine.server") / "openapi.json").read_bytes()
+#: A self-contained page rendering it (no CDN: the CSP below forbids any outside asset).
+DOCS_HTML = (importlib.resources.files("scriptvisor.engine.server") / "docs.html").read_bytes()
+DOCS_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+async def openapi(request: Request) -> Response:
+    return Response(OPENAPI_TEXT, media_type="application/json")
+
+
+async def docs(request: Request) -> Response:
+    return Response(DOCS_HTML, media_type="text/html; charset=utf-8",
+                    headers={"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "nosniff"})
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": {"code": "not_found", "message": f"no route {request.url.path}"}}, 404)
 
@@ -468,6 +488,8 @@ def create_app(state: ServerState) -> Starlette:
             Route("/v1/tenants/{tenant}/connection/{operation}", invoke_connection, methods=["POST"]),
             Route("/v1/tenants/{tenant}/logs", tenant_logs, methods=["GET"]),
             Route("/v1/admin/tenants", admin_tenants, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/docs", docs, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
