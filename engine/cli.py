@@ -318,6 +318,14 @@ def tail(tenant: str, url: str, token: str, as_json: bool, once: bool) -> None:
     sys.exit(code)
 
 
+@main.command("facades")
+def facades() -> None:
+    """Print the facade reference: every global, builtin and importable module a script can use."""
+    from .facadedoc import generate
+
+    click.echo(generate(), nl=False)
+
+
 @main.command("init")
 @click.argument("tenant_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--template", required=True, type=click.Choice(["sqlite", "postgres", "mysql"]),

@@ -431,10 +431,12 @@ class _Connection:
 
     @property
     def closed(self) -> bool:
+        """True once the connection is closed."""
         return self._closed
 
     @property
     def in_transaction(self) -> bool:
+        """True inside ``with db.transaction():``."""
         return self._in_tx
 
     @property
@@ -513,6 +515,8 @@ def _sqlite_path(name: object) -> str:
 
 
 class SqliteConnection(_Connection):
+    """An open SQLite database: query, execute, transaction, close."""
+
     _dialect = "sqlite"
     _kind = "sqlite"
 
@@ -622,6 +626,8 @@ def _opt_str(name: str, value: object) -> str | None:
 
 
 class PostgresConnection(_Connection):
+    """An open PostgreSQL session: query, execute, transaction, close."""
+
     _dialect = "postgres"
     _kind = "postgres"
 
@@ -685,6 +691,8 @@ _MY_LOST = (2006, 2013)               # server gone / lost connection (our socke
 
 
 class MysqlConnection(_Connection):
+    """An open MySQL/MariaDB session: query, execute, transaction, close."""
+
     _dialect = "mysql"
     _kind = "mysql"
 
@@ -768,6 +776,8 @@ class _Facade:
 
 
 class _SqliteFacade(_Facade):
+    """SQLite databases: files in the tenant's data directory."""
+
     def connect(self, name: str = "legacy.db") -> SqliteConnection:
         """Open (or create) ``name``, a plain file in the tenant's data directory."""
         return SqliteConnection(name)
@@ -777,6 +787,8 @@ class _SqliteFacade(_Facade):
 
 
 class _PostgresFacade(_Facade):
+    """PostgreSQL over TCP, to what the tenant may reach."""
+
     def connect(self, host: str = "127.0.0.1", port: int = 5432, user: str | None = None,
                 password: str | None = None, dbname: str | None = None,
                 database: str | None = None) -> PostgresConnection:
@@ -790,6 +802,8 @@ class _PostgresFacade(_Facade):
 
 
 class _MysqlFacade(_Facade):
+    """MySQL/MariaDB over TCP, to what the tenant may reach."""
+
     def connect(self, host: str = "127.0.0.1", port: int = 3306, user: str | None = None,
                 password: str | None = None, database: str | None = None,
                 dbname: str | None = None) -> MysqlConnection:

@@ -494,3 +494,73 @@ def _logger(level: str) -> Callable[..., None]:
 
 log = SimpleNamespace(debug=_logger("DEBUG"), info=_logger("INFO"),
                       warning=_logger("WARNING"), error=_logger("ERROR"))
+
+# --------------------------------------------------------------------------- one-line docs
+# The facade reference (docs/facades.md, `scriptvisor facades`) is generated
+# from these docstrings; the wrappers above are built by small factories or
+# lambdas, so their lines are set here in one place.
+
+
+def _describe(fn: Any, text: str) -> None:
+    getattr(fn, "fget", fn).__doc__ = text
+
+
+for _fn, _text_line in [
+    (_json_dumps, "JSON text of a value (dicts, lists, strings, numbers, booleans, None); at most "
+                  f"{_policy.JSON_MAX_CHARS} characters."),
+    (_json_loads, f"The value of a JSON text (str or UTF-8 bytes; at most {_policy.JSON_MAX_CHARS} characters)."),
+    (_gmtime, "UTC struct_time of a Unix time (default: now)."),
+    (_strftime, "Format a Unix time (default: now) as UTC text with a strftime format."),
+    (_fsum, "Accurate floating-point sum of an iterable."),
+    (_prod, "Product of an iterable's numbers (times `start`)."),
+    (_escape, "Escape every regex metacharacter in a string or bytes."),
+    (_pbkdf2_hmac, "PBKDF2 key derivation with HMAC-`hash_name` (iterations capped)."),
+    (_hmac_new, "Start an HMAC of `msg` with `key` (digestmod: a hashlib name, default sha256)."),
+    (_hmac_digest, "HMAC of `msg` with `key` in one call (digest: a hashlib name)."),
+    (_compare_digest, "Constant-time equality of two str or two bytes values (for secrets and MACs)."),
+    (_choice, "A random element of a non-empty sequence (CSPRNG)."),
+    (_uuid3, "Name-based UUID (MD5) in a namespace such as uuid.NAMESPACE_DNS."),
+    (_uuid5, "Name-based UUID (SHA-1) in a namespace such as uuid.NAMESPACE_DNS."),
+    (secrets.token_hex, "Random text of 2*nbytes hex digits (default 32 bytes)."),
+    (secrets.token_urlsafe, "Random URL-safe text from nbytes random bytes (default 32)."),
+    (secrets.token_bytes, "nbytes random bytes (default 32)."),
+    (secrets.randbelow, "A random int in [0, n)."),
+    (Match.group, "The text of one or more groups (0: the whole match)."),
+    (Match.groups, "All groups as a tuple (`default` for groups that did not take part)."),
+    (Match.groupdict, "Named groups as a dict."),
+    (Match.start, "Start index of a group."),
+    (Match.end, "End index of a group."),
+    (Match.span, "(start, end) of a group."),
+    (Pattern.pattern, "The pattern text."),
+    (Pattern.flags, "The flags it was compiled with."),
+    (Pattern.groups, "Number of capturing groups."),
+    (Pattern.match, "A Match at the start of the string (from pos), or None."),
+    (Pattern.fullmatch, "A Match when the whole string matches, or None."),
+    (Pattern.search, "The first Match anywhere in the string, or None."),
+    (Pattern.findall, "Every non-overlapping match (strings, or tuples of groups)."),
+    (Pattern.finditer, "Every non-overlapping match as a list of Match objects."),
+    (Pattern.split, "Split the string at each match."),
+    (Pattern.sub, "The string with matches replaced by `repl` (text or a function of a Match)."),
+    (Pattern.subn, "Like sub, plus the number of replacements."),
+    (Hmac.name, "The HMAC's algorithm name."),
+    (Hmac.digest_size, "Size of the MAC in bytes."),
+    (Hmac.update, "Feed more data (bytes or str)."),
+    (Hmac.digest, "The MAC so far, as bytes."),
+    (Hmac.hexdigest, "The MAC so far, as hex text."),
+    (Hmac.copy, "An independent copy of this HMAC."),
+]:
+    _describe(_fn, _text_line)
+
+for _name in ("match", "fullmatch", "search", "findall", "finditer", "split", "sub", "subn"):
+    _describe(getattr(re, _name), f"`re.compile(pattern, flags).{_name}(...)` in one call: "
+              + (getattr(Pattern, _name).__doc__ or ""))
+for _name in _DIGESTS:
+    _describe(getattr(hashlib, _name), f"A new {_name} hash of `data` (bytes or str): update(), digest(), "
+              "hexdigest(), copy().")
+for _name, _fn in vars(base64).items():
+    _describe(_fn, ("Decode " if "decode" in _name else "Encode ") + "bytes or str "
+              + ("from " if "decode" in _name else "to ") + _name.replace("encode", "").replace("decode", "")
+              + " (result: bytes).")
+for _name, _fn in vars(log).items():
+    _describe(_fn, f"Add a `[{_name.upper()}]` line (the arguments joined by spaces) to the invocation's logs.")
+del _fn, _text_line, _name
