@@ -74,10 +74,11 @@ def _first_line(doc: str | None) -> str:
     """The first line of a docstring (skipping a C function's signature line), Markdown quoting."""
     if not doc:
         return ""
-    lines = [line.strip() for line in inspect.cleandoc(doc).splitlines() if line.strip()]
-    if len(lines) > 1 and _SIGNATURE_LINE.match(lines[0]):
-        lines = lines[1:]
-    return lines[0].replace("``", "`") if lines else ""
+    paragraphs = [" ".join(line.strip() for line in block.splitlines())
+                  for block in inspect.cleandoc(doc).split("\n\n") if block.strip()]
+    if len(paragraphs) > 1 and _SIGNATURE_LINE.match(paragraphs[0]):
+        paragraphs = paragraphs[1:]
+    return paragraphs[0].replace("``", "`") if paragraphs else ""
 
 
 def _signature(obj: Any, name: str, *, method: bool = False) -> str:
