@@ -11,6 +11,9 @@ command -v nginx >/dev/null || need_apt+=(nginx-light)
 command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
 command -v chromium >/dev/null || need_apt+=(chromium)  # renders /docs (and the console) in tests
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+# the console's browser tests drive Debian's headless Chromium through its chromedriver
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 # Debian's libseccomp binding: the fallback sandbox/seccomp.py uses when pyseccomp is missing.
 [ -e /usr/lib/python3/dist-packages/seccomp.cpython-311-x86_64-linux-gnu.so ] || need_apt+=(python3-seccomp)
 if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null; then
@@ -44,6 +47,7 @@ missing=()
 (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null || missing+=("PostgreSQL on 127.0.0.1:5432")
 (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null || missing+=("MariaDB on 127.0.0.1:3306")
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=("nginx")
+command -v chromium >/dev/null && command -v chromedriver >/dev/null || missing+=("chromium + chromedriver")
 if [ ${#missing[@]} -gt 0 ]; then
     printf 'scripts/test.sh: not available after install/start: %s\n' "${missing[@]}" >&2
     exit 1

@@ -518,7 +518,7 @@
     for (const t of tenants) {
       const e = t.last_error;
       const last = e ? `${e.code} (${e.script || e.operation || "?"}, ${new Date(e.ts * 1000).toISOString().slice(11, 19)}) ${e.message}` : "";
-      const actions = el("td");
+      const actions = el("td", { cls: "actions" });
       actions.appendChild(el("button", { cls: "link", text: "Scripts", data: { open: t.name },
         onclick: () => { location.hash = "#tenant/" + t.name; } }));
       actions.appendChild(el("span", { text: " " }));
@@ -530,7 +530,7 @@
       body.appendChild(el("tr", { data: { tenant: t.name } },
         el("td", { text: t.name }),
         el("td", { text: t.state + (t.config_error ? ": " + t.config_error.message : ""), cls: "state-" + t.state }),
-        el("td", { text: `${w.alive} (${w.busy} busy, ${w.idle} idle)`, cls: "num" }),
+        el("td", { text: `${w.alive} (${w.busy} busy, ${w.idle} idle)` }),
         el("td", { text: w.queued, cls: "num" }),
         el("td", { text: last, cls: e ? "code-bad" : "" }),
         actions));
@@ -574,6 +574,15 @@
     }
   }
 
+  function axis(chart, W, H, P, series) {
+    const minutes = Math.round((series.buckets.length * series.bucket_seconds) / 60);
+    for (const [x, anchor, label] of [[P, "start", `-${minutes} min`], [W - 2, "end", "now"]]) {
+      const t = svg("text", { x, y: H - 3, "font-size": 10, fill: "#667", "text-anchor": anchor });
+      t.textContent = label;
+      chart.appendChild(t);
+    }
+  }
+
   function renderCharts(series) {
     const buckets = series.buckets;
     const W = 600, H = 180, P = 28;
@@ -604,6 +613,7 @@
         c1.appendChild(r);
       });
     });
+    axis(c1, W, H, P, series);
     const out = $("chart-outcomes");
     clear(out);
     out.appendChild(c1);
@@ -638,6 +648,7 @@
         if (v) c2.appendChild(svg("circle", { cx: P + i * bw + bw / 2, cy: yOf(v), r: 2, fill: lcol[k] }));
       });
     }
+    axis(c2, W, H, P, series);
     const lat = $("chart-latency");
     clear(lat);
     lat.appendChild(c2);
