@@ -210,8 +210,12 @@ def _env(name: str) -> dict[str, Any]:
               **_env("MAX_SUBSCRIBERS"), help="Open log streams per tenant (429 above).")
 @click.option("--sse-buffer", type=click.IntRange(min=65536), default=1024 * 1024, show_default=True,
               **_env("SSE_BUFFER"), help="Bytes waiting for one log stream before that slow reader is dropped.")
+@click.option("--end-user-responses", is_flag=True, **_env("END_USER_RESPONSES"),
+              help="Connection results omit operator-only error fields (user_known, email_or_id, "
+                   "other users' ids in a contract violation): for responses that reach end users.")
 def serve(tenants_dir: Path | None, host: str, port: int, log_file: str | None, log_level: str,
-          max_body: int, sse_heartbeat: float, max_subscribers: int, sse_buffer: int) -> None:
+          max_body: int, sse_heartbeat: float, max_subscribers: int, sse_buffer: int,
+          end_user_responses: bool) -> None:
     """Run the operator HTTP API until SIGTERM/SIGINT (then drain and exit 0).
 
     Every option can also come from the environment variable shown beside it;
@@ -223,7 +227,7 @@ def serve(tenants_dir: Path | None, host: str, port: int, log_file: str | None, 
     try:
         code = run_server(tenants_dir, host, port, log_file=log_file, log_level=log_level, max_body=max_body,
                           sse_heartbeat=sse_heartbeat, max_subscribers=max_subscribers,
-                          subscriber_buffer=sse_buffer)
+                          subscriber_buffer=sse_buffer, end_user_responses=end_user_responses)
     except TenantConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except OSError as exc:

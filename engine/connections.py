@@ -737,6 +737,26 @@ async def run_operation_async(engine: Any, tenant: Any, operation: str,
     return await run_operation_on_async(engine, conn, operation, args)
 
 
+#: Error fields an end user's response keeps when the server hides account hints
+#: (``serve --end-user-responses``).  ``user_known``/``email_or_id`` (does this
+#: account exist?) and a contract violation's ids and emails (other users'
+#: accounts) are for the operator's log only.
+END_USER_ERROR_FIELDS = frozenset({"code", "name", "message", "field", "fields", "validation_code",
+                                   "retry_after", "operation"})
+
+
+def end_user_view(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` as an end user may see it: no account-existence hints, no other users' ids or emails."""
+    error = result.get("error")
+    if not isinstance(error, dict):
+        return result
+    kept = {k: v for k, v in error.items() if k in END_USER_ERROR_FIELDS}
+    if error.get("code") == "contract_violation":
+        kept["message"] = "the account could not be resolved; the operator has the details"
+        kept.pop("field", None)
+    return {**result, "error": kept}
+
+
 def _store_unavailable(exc: Exception) -> dict[str, Any]:
     err = EngineUnavailable(str(exc), name="UserStoreUnavailable").to_dict()
     return {"ok": False, "result": None, "error": err, "logs": [], "duration_ms": 0.0, "worker": {},

@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 from scriptvisor.engine.hashing import DEFAULT_HASHER, Hasher
 
 __all__ = ["IdentityClash", "StoredUser", "UserStore", "UserStoreError", "UserStoreTimeout",
-           "call_with_deadline", "email_key", "open_store"]
+           "call_with_deadline", "email_key", "open_store", "store_health"]
 
 #: Environment variable naming a PostgreSQL DSN for a shared store.
 DSN_ENV = "SCRIPTVISOR_USER_STORE_DSN"
@@ -449,6 +449,39 @@ def open_stores() -> list[UserStore]:
     """The stores opened so far (what /readyz reports on)."""
     with _stores_lock:
         return list(_stores.values())
+
+
+def store_health(dsn: str | None = None) -> dict[str, Any]:
+    """The user store as it is now, for /readyz.
+
+    PostgreSQL (a shared DSN): one trivial statement through an open store's
+    pool (which replaces dead connections first), or a fresh connection when
+    no tenant has opened the store yet; ``ok`` False means no tenant in
+    migration mode can log anyone in, so the node is not ready.  SQLite: the
+    per-tenant files opened so far, each checked; a failing one is that
+    tenant's problem (``failing`` names them) and leaves the node ready.
+    """
+    dsn = dsn or os.environ.get(DSN_ENV) or None
+    stores = open_stores()
+    if dsn:
+        pg = [s for s in stores if s.kind == "postgres"]
+        if pg:
+            return pg[0].health()
+        try:
+            import psycopg
+
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=2) as db:
+                db.execute("SELECT 1")
+            return {"ok": True, "kind": "postgres"}
+        except Exception as exc:
+            return {"ok": False, "kind": "postgres", "error": f"cannot reach the user store: {exc}"}
+    failing = {}
+    for store in stores:
+        if store.kind == "sqlite":
+            health = store.health()
+            if not health["ok"]:
+                failing[store.tenant] = health["error"]
+    return {"ok": not failing, "kind": "sqlite", "failing": failing}
 
 
 def close_stores() -> None:

@@ -21,6 +21,7 @@ tenant (404, or 503 if its folder is broken) -> content type (415) -> size (413)
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import json
 import math
@@ -73,6 +74,9 @@ class ServerState:
     draining: bool = False
     ready: bool = False
     in_flight: int = 0
+    #: Strip account hints (user_known, email_or_id, other users' ids) from
+    #: connection responses: ``serve --end-user-responses`` (engine.connections.end_user_view).
+    end_user_responses: bool = False
     #: tenant -> invocations the server is waiting on (admin route)
     tenant_in_flight: dict[str, int] = field(default_factory=dict)
     #: tenant -> the last failed invocation {code, message, invocation_id, ts} (admin route)
@@ -291,9 +295,18 @@ async def _run_call(
     event = {"invocation_id": invocation_id, **label, "ok": bool(result.get("ok")), "status": status,
              "error": result.get("error"), "logs": result.get("logs", []), "duration_ms": duration_ms}
     state.hub.publish(tenant.name, "result", event)
+    if kind == "connection" and error.get("code") == "contract_violation":
+        # both sides of an account clash, for the operator (never for the end user)
+        state.oplog.write("account_contract_violation", tenant=tenant.name, invocation_id=invocation_id,
+                          **label, error=error)
+    body = public(result)
+    if kind == "connection" and state.end_user_responses:
+        from scriptvisor.engine.connections import end_user_view
+
+        body = end_user_view(body)
     # the worker's pid and figures went to the operator log; the response is
     # the public result object, the same as `scriptvisor run --json`
-    return JSONResponse(public(result), status, headers)
+    return JSONResponse(body, status, headers)
 
 
 def _reject(state: ServerState, name: str, problem: RequestProblem) -> Response:
@@ -376,11 +389,19 @@ async def readyz(request: Request) -> Response:
     # touch every tenant so edited or newly broken files show up here too
     for name in list(state.registry.tenants) + list(state.registry.errors):
         state.registry.get(name)
-    ready = state.ready and not state.draining
-    body: dict[str, Any] = {"ready": ready, "draining": state.draining}
-    if _is_admin(state, request):
+    # the user store as it is (a shared PostgreSQL store down makes the node unready;
+    # one tenant's SQLite file does not): one trivial statement, off the event loop
+    from scriptvisor.engine.userstore import store_health
+
+    store = await asyncio.get_running_loop().run_in_executor(None, store_health)
+    ready = state.ready and not state.draining and (store["ok"] or store["kind"] != "postgres")
+    admin = _is_admin(state, request)
+    body: dict[str, Any] = {"ready": ready, "draining": state.draining,
+                            "user_store": {"ok": store["ok"], "kind": store["kind"]}}
+    if admin:
         body["tenants"] = sorted(state.registry.tenants)
         body["invalid_tenants"] = state.registry.errors
+        body["user_store"].update({k: v for k, v in store.items() if k in ("error", "failing")})
     return JSONResponse(body, 200 if ready else 503)
 
 

@@ -133,6 +133,7 @@ async def _serve(
     announce: str | None,
     sse: dict[str, Any] | None = None,
     log_level: str = "info",
+    end_user_responses: bool = False,
 ) -> int:
     from scriptvisor.engine import AsyncEngine  # the engine package imports lazily: CLI start-up stays fast
 
@@ -170,6 +171,7 @@ async def _serve(
                 engine=engine, registry=registry, metrics=metrics, hub=hub, oplog=oplog,
                 admin_hash=auth.admin_hash_from_env(), max_body=max_body,
                 connection_runner=runner, connection_operations=operations,
+                end_user_responses=end_user_responses,
             )
             config = uvicorn.Config(
                 NodeHeader(create_app(state), node), lifespan="off", log_level=log_level, access_log=False,
@@ -212,6 +214,7 @@ def serve(
     max_subscribers: int = MAX_SUBSCRIBERS_PER_TENANT,
     subscriber_buffer: int = SUBSCRIBER_BUFFER_BYTES,
     log_level: str = "info",
+    end_user_responses: bool = False,
 ) -> int:
     """Run the operator server until SIGTERM/SIGINT; returns the exit status (0).
 
@@ -220,6 +223,10 @@ def serve(
     ``max_subscribers`` (log streams per tenant) and ``subscriber_buffer``
     (bytes waiting for one stream before it is dropped) bound the log streams.
     ``log_level``: debug, info (default), warning or error.
+    ``end_user_responses``: connection results leave out the operator-only
+    error fields (``user_known``, ``email_or_id``, a contract violation's
+    ids and emails; ``engine.connections.end_user_view``), for a server whose
+    responses reach end users.
     """
     announce = None
     if tenants_dir is None:
@@ -238,7 +245,7 @@ def serve(
                max_body=max_body, announce=announce,
                sse={"heartbeat": sse_heartbeat, "max_subscribers": max_subscribers,
                     "max_buffer_bytes": subscriber_buffer},
-               log_level=log_level)
+               log_level=log_level, end_user_responses=end_user_responses)
     )
 
 
