@@ -213,22 +213,36 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--end-user-responses", is_flag=True, **_env("END_USER_RESPONSES"),
               help="Connection results omit operator-only error fields (user_known, email_or_id, "
                    "other users' ids in a contract violation): for responses that reach end users.")
+@click.option("--state-dir", type=click.Path(file_okay=False), **_env("STATE_DIR"),
+              help="This server's engine state (scratch); default: one per host:port, locked while it runs.")
+@click.option("--header-timeout", type=click.FloatRange(0, 3600, min_open=True, max_open=True), default=10.0,
+              show_default=True, **_env("HEADER_TIMEOUT"),
+              help="Seconds for a request's line and headers; then the connection is closed.")
+@click.option("--body-timeout", type=click.FloatRange(0, 3600, min_open=True, max_open=True), default=10.0,
+              show_default=True, **_env("BODY_TIMEOUT"), help="Seconds for a request body; then 408 request_timeout.")
+@click.option("--max-connections", type=click.IntRange(1), default=1024, show_default=True,
+              **_env("MAX_CONNECTIONS"), help="Open connections accepted; one more gets 503 too_many_connections.")
 def serve(tenants_dir: Path | None, host: str, port: int, log_file: str | None, log_level: str,
           max_body: int, sse_heartbeat: float, max_subscribers: int, sse_buffer: int,
-          end_user_responses: bool) -> None:
+          end_user_responses: bool, state_dir: str | None, header_timeout: float, body_timeout: float,
+          max_connections: int) -> None:
     """Run the operator HTTP API until SIGTERM/SIGINT (then drain and exit 0).
 
     Every option can also come from the environment variable shown beside it;
     the admin token from SCRIPTVISOR_ADMIN_TOKEN (or SCRIPTVISOR_ADMIN_TOKEN_HASH).
     """
+    from .server.edge import EdgeLimits
     from .server.run import serve as run_server
+    from .server.statedir import StateDirBusy
     from .server.tenants import TenantConfigError
 
+    edge = EdgeLimits(header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections)
     try:
         code = run_server(tenants_dir, host, port, log_file=log_file, log_level=log_level, max_body=max_body,
                           sse_heartbeat=sse_heartbeat, max_subscribers=max_subscribers,
-                          subscriber_buffer=sse_buffer, end_user_responses=end_user_responses)
-    except TenantConfigError as exc:
+                          subscriber_buffer=sse_buffer, end_user_responses=end_user_responses,
+                          edge=edge, state_dir=state_dir)
+    except (TenantConfigError, StateDirBusy) as exc:
         raise click.UsageError(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None

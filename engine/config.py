@@ -101,8 +101,15 @@ class EngineConfig:
     max_worker_age: float = 3600.0
     #: Largest frame the supervisor accepts from a worker (bytes of JSON).
     max_frame: int = DEFAULT_MAX_FRAME
-    #: Where scratch directories and the uid map live.
+    #: Where scratch directories live (and the uid map, unless ``uid_dir``
+    #: says otherwise).  ``scriptvisor serve`` gives each server a directory
+    #: of its own under this one (``servers/<host>-<port>``, locked while it
+    #: runs), see ``engine.server.statedir``.
     state_dir: str = field(default_factory=_default_state_dir)
+    #: Where the tenant -> uid map lives (None: ``state_dir``).  One map per
+    #: host: every server of the host allocates from it, so no two tenant
+    #: folders ever get the same uid.
+    uid_dir: str | None = None
     #: First uid/gid of the per-tenant range (root only). Tenants get
     #: ``uid_base + n`` in order of first use, recorded in ``state_dir``.
     uid_base: int = 200_000

@@ -167,7 +167,7 @@ class Supervisor:
             except ImportError:
                 self.uidmap = None
             else:
-                self.uidmap = UidMap(self.config.state_dir, self.config.uid_base, self.config.uid_count)
+                self.uidmap = UidMap.from_config(self.config)
         self.start_zygote()
         self.state = "running"
 
@@ -271,7 +271,10 @@ class Supervisor:
     def _policy(self, pool: TenantPool, worker_id: int) -> WorkerPolicy:
         uid = gid = None
         if self.uidmap is not None:
-            uid = gid = self.uidmap.uid_for(pool.name)
+            # keyed by the data dir when there is one: its files belong to the
+            # uid, so two servers of one tenants folder agree on it and two
+            # folders' same-named tenants never share one
+            uid = gid = self.uidmap.uid_for(os.path.realpath(pool.data_dir) if pool.data_dir else pool.name)
         return WorkerPolicy(
             tenant=pool.name,
             worker_id=worker_id,

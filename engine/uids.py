@@ -2,11 +2,13 @@
 
 Each tenant gets its own uid (and a gid of the same number) from the range
 ``EngineConfig.uid_base .. uid_base + uid_count - 1``, in order of first use,
-recorded in ``<state_dir>/uids.json`` so that a tenant keeps its uid across
-restarts (files in its data dir stay its own) and no two tenants ever share
-one, even with several supervisors on one state dir: allocation happens
-under an exclusive ``flock`` on ``<state_dir>/uids.lock`` and the map is
-replaced atomically (write to a temp file, fsync, rename).
+recorded in ``<uid_dir>/uids.json`` (``uid_dir`` defaults to ``state_dir``)
+under a key naming the tenant's data dir (its real path; the tenant name when
+it has none).  So a tenant keeps its uid across restarts (files in its data
+dir stay its own), two servers of one tenants folder agree on it, and no two
+tenant folders ever share one, however many servers of the host allocate:
+allocation happens under an exclusive ``flock`` on ``<uid_dir>/uids.lock``
+and the map is replaced atomically (write to a temp file, fsync, rename).
 
 Uids that belong to an account in the host's passwd database are skipped:
 a tenant must never become ``nobody`` or a daemon.
@@ -44,14 +46,15 @@ class UidMap:
 
     @classmethod
     def from_config(cls, config: Any) -> "UidMap":
-        return cls(config.state_dir, config.uid_base, config.uid_count)
+        return cls(getattr(config, "uid_dir", None) or config.state_dir, config.uid_base, config.uid_count)
 
     @property
     def path(self) -> str:
         return os.path.join(self.state_dir, MAP_FILE)
 
     def uid_for(self, tenant: str) -> int:
-        """The tenant's uid, allocating the lowest free one on first use."""
+        """The uid of ``tenant`` (a data dir path or a tenant name), allocating
+        the lowest free one on first use."""
         if tenant in self._cache:
             return self._cache[tenant]
         os.makedirs(self.state_dir, mode=0o711, exist_ok=True)
@@ -61,6 +64,10 @@ class UidMap:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             mapping = self._read()
             if tenant not in mapping:
+                # a data dir whose tenant folder is gone frees its uid (test
+                # runs and removed tenants would otherwise fill the range)
+                for key in [k for k in mapping if k.startswith("/") and not os.path.isdir(os.path.dirname(k))]:
+                    del mapping[key]
                 mapping[tenant] = self._next_free(set(mapping.values()))
                 self._write(mapping)
             self._cache = dict(mapping)

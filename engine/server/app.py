@@ -15,8 +15,13 @@ whose HTTP status is declared on the error class itself.
 
 Order of checks, so an anonymous caller learns nothing about tenants and no
 body is read before the caller is known: draining (503) -> token (401/403) ->
-tenant (404, or 503 if its folder is broken) -> content type (415) -> size (413)
--> JSON (400) -> shape (422) -> script (404) -> run.
+tenant (404, or 500 if its folder is broken) -> content type (415) -> size (413)
+-> body deadline (408) -> JSON (400) -> shape (422) -> script (404) -> run.
+
+503 is kept for node-level refusals (draining, engine or confinement
+unavailable, too many connections), which a load balancer may count against
+the node; tenant-level ones (broken tenant folder 500, queue full 429) never
+are (docs/scaling.md, "A broken tenant never takes a node out").
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class ServerState:
     oplog: OperatorLog
     admin_hash: str | None = None
     max_body: int = DEFAULT_MAX_BODY
+    #: seconds for a request body once its reading starts (EdgeLimits.body_timeout)
+    body_timeout: float = 10.0
     connection_runner: ConnectionRunner | None = None
     connection_operations: frozenset[str] = frozenset()
     draining: bool = False
@@ -123,7 +130,7 @@ def _authorize(state: ServerState, request: Request, name: str) -> Tenant:
     tenant = state.registry.get(name) if TENANT_NAME.match(name) else None
     hashes = {t.name: t.token_hashes for t in state.registry.tenants.values()}
     # a broken tenant's own tokens (as far as its file still reads) are known
-    # too, so its caller hears "503, and why" rather than a misleading 401
+    # too, so its caller hears "500, and why" rather than a misleading 401
     hashes.update(state.registry.broken_token_hashes())
     decision = auth.decide(token, name, hashes, state.admin_hash)
     if decision is auth.Decision.UNAUTHENTICATED:
@@ -139,14 +146,18 @@ def _authorize(state: ServerState, request: Request, name: str) -> Tenant:
 
 
 def _broken(name: str, err: Any) -> RequestProblem:
-    """503 for a tenant whose folder does not load, naming the failing key.
+    """500 for a tenant whose folder does not load, naming the failing key.
+
+    500, not 503: a broken tenant folder is the same on every node, and a
+    load balancer counts 503 against the node (docs/scaling.md, "A broken
+    tenant never takes a node out").
 
     Only an authorised caller (the tenant's own token or the admin) gets here;
     the message names the key and the problem but not the server's file paths.
     """
     where = f" at {err.key!r}" if err.key else ""
     problem = _problem(
-        503, "tenant_unavailable",
+        500, "tenant_unavailable",
         f"tenant {name!r} has an invalid tenant.toml{where}: {err.message}; fix the file "
         "(it is re-read on the next request) or ask the operator",
     )
@@ -166,10 +177,18 @@ async def _read_json_body(state: ServerState, request: Request) -> dict[str, Any
         if int(length) > state.max_body:
             raise _problem(413, "body_too_large", f"request body over {state.max_body} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > state.max_body:
-            raise _problem(413, "body_too_large", f"request body over {state.max_body} bytes")
+    try:
+        # the body deadline of the HTTP edge (engine/server/edge.py has the
+        # header deadline and the connection cap): a client that trickles its
+        # body is answered and disconnected, never waited for
+        async with asyncio.timeout(state.body_timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > state.max_body:
+                    raise _problem(413, "body_too_large", f"request body over {state.max_body} bytes")
+    except TimeoutError:
+        raise _problem(408, "request_timeout", f"the request body did not arrive within {state.body_timeout:g} s",
+                       Connection="close") from None
     if not body:
         return {}
     try:

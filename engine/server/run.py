@@ -5,9 +5,11 @@ Lifecycle::
     bind the listening socket (port 0: the kernel picks one; the chosen port is printed)
     start AsyncEngine in this loop  ->  load tenants  ->  ready
     serve HTTP until SIGTERM/SIGINT
-    drain: new requests get 503, log streams end, the listener closes,
-           in-flight calls run to completion (each is bounded by its deadline,
-           which the engine enforces by killing the worker)
+    drain: the listener and idle connections close at once (new connections
+           are refused: a load balancer retries them elsewhere), a request
+           still arriving on an open connection gets 503 draining, log
+           streams end, in-flight calls run to completion (each is bounded by
+           its deadline, which the engine enforces by killing the worker)
     stop workers and the zygote (AsyncEngine.__aexit__), exit 0
 
 Signals: uvicorn installs its handlers with ``signal.signal``; ours only
@@ -37,10 +39,12 @@ from scriptvisor.engine.config import EngineConfig
 
 from . import auth
 from .app import DEFAULT_MAX_BODY, ServerState, create_app
+from .edge import EdgeLimits, protocol_class
 from .logstream import HEARTBEAT_SECONDS, MAX_SUBSCRIBERS_PER_TENANT, SUBSCRIBER_BUFFER_BYTES, LogHub
 from .metrics import ServerMetrics
 from .node import NodeHeader, node_id
 from .oplog import OperatorLog, install_logging
+from .statedir import ServerStateDir, server_state_dir
 from .tenants import Tenant, TenantConfigError, TenantRegistry
 
 __all__ = ["EXAMPLE_SOURCE", "EXAMPLE_TENANTS", "EXAMPLE_TOKEN", "serve"]
@@ -85,6 +89,20 @@ class _Server(uvicorn.Server):
             self.force_exit = True
         self.should_exit = True
         self._on_exit_signal()
+
+    def stop_accepting(self) -> None:
+        """Close the listener and every idle connection now (on the loop).
+
+        A load balancer then gets a clean connection refusal for the next call
+        (nginx: ``error``, retried on the next node even for a POST, since
+        nothing was sent), instead of a ``503 draining`` it would not retry.
+        Connections with a call running get ``Connection: close`` after it.
+        uvicorn's own shutdown, a moment later, does the same again (no-op).
+        """
+        for server in getattr(self, "servers", ()):
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -134,6 +152,8 @@ async def _serve(
     sse: dict[str, Any] | None = None,
     log_level: str = "info",
     end_user_responses: bool = False,
+    edge: EdgeLimits,
+    state_dir: str | None,
 ) -> int:
     from scriptvisor.engine import AsyncEngine  # the engine package imports lazily: CLI start-up stays fast
 
@@ -146,6 +166,16 @@ async def _serve(
     node = node_id(bound_port)  # X-Scriptvisor-Node on every response (deploy/, docs/scaling.md)
     hub = LogHub(**(sse or {}))
     cfg = engine_config or EngineConfig()
+    # scratch of this server only, the uid map shared by the host (statedir.py)
+    owned = ServerStateDir(state_dir or server_state_dir(cfg.state_dir, host, bound_port))
+    try:
+        owned.acquire()
+    except BaseException:
+        sock.close()
+        uninstall_logging()
+        oplog.close()
+        raise
+    cfg = owned.engine_config(cfg)
     try:
         async with AsyncEngine(cfg) as engine:
             def on_load(tenant: Tenant) -> None:
@@ -169,7 +199,7 @@ async def _serve(
             hub.on_drop = on_drop
             state = ServerState(
                 engine=engine, registry=registry, metrics=metrics, hub=hub, oplog=oplog,
-                admin_hash=auth.admin_hash_from_env(), max_body=max_body,
+                admin_hash=auth.admin_hash_from_env(), max_body=max_body, body_timeout=edge.body_timeout,
                 connection_runner=runner, connection_operations=operations,
                 end_user_responses=end_user_responses,
             )
@@ -177,18 +207,21 @@ async def _serve(
                 NodeHeader(create_app(state), node), lifespan="off", log_level=log_level, access_log=False,
                 log_config=None,  # uvicorn's records go to the root logger: install_logging above
                 timeout_graceful_shutdown=None, server_header=False,
+                # header deadline and connection cap (edge.py); idle keep-alive bound
+                http=protocol_class(edge), timeout_keep_alive=edge.keep_alive,  # type: ignore[arg-type]
             )
 
             def begin_drain() -> None:
                 if not state.draining:
                     state.draining = True
+                    server.stop_accepting()
                     oplog.write("draining", in_flight=state.in_flight)
                 hub.close()
 
             server = _Server(config, lambda: loop.call_soon_threadsafe(begin_drain))
             state.ready = True
             oplog.write("listening", host=host, port=bound_port, node=node, tenants=sorted(registry.tenants),
-                        invalid=sorted(registry.errors))
+                        invalid=sorted(registry.errors), state_dir=cfg.state_dir)
             print(f"scriptvisor listening on http://{host}:{bound_port}", flush=True)
             if announce:
                 print(announce.format(host=host, port=bound_port), flush=True)
@@ -196,6 +229,7 @@ async def _serve(
             state.ready = False
         oplog.write("stopped")
     finally:
+        owned.release()
         sock.close()
         uninstall_logging()
         oplog.close()
@@ -215,6 +249,8 @@ def serve(
     subscriber_buffer: int = SUBSCRIBER_BUFFER_BYTES,
     log_level: str = "info",
     end_user_responses: bool = False,
+    edge: EdgeLimits | None = None,
+    state_dir: str | None = None,
 ) -> int:
     """Run the operator server until SIGTERM/SIGINT; returns the exit status (0).
 
@@ -227,6 +263,10 @@ def serve(
     error fields (``user_known``, ``email_or_id``, a contract violation's
     ids and emails; ``engine.connections.end_user_view``), for a server whose
     responses reach end users.
+    ``edge`` bounds slow and idle clients (``edge.EdgeLimits``); ``state_dir``
+    is this server's own engine state directory (default: derived from host
+    and port, see ``statedir``).  Raises ``statedir.StateDirBusy`` when
+    another server holds it.
     """
     announce = None
     if tenants_dir is None:
@@ -245,7 +285,8 @@ def serve(
                max_body=max_body, announce=announce,
                sse={"heartbeat": sse_heartbeat, "max_subscribers": max_subscribers,
                     "max_buffer_bytes": subscriber_buffer},
-               log_level=log_level, end_user_responses=end_user_responses)
+               log_level=log_level, end_user_responses=end_user_responses,
+               edge=edge or EdgeLimits(), state_dir=state_dir)
     )
 
 

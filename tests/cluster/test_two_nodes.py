@@ -55,6 +55,14 @@ FAILOVER_CALLS = 20
 #: The failover window, in calls: at most this many may fail before the first success.
 FAILOVER_WINDOW = 3
 
+#: The nodes' admin token: the only caller a broken tenant answers 500 (others get 401/403).
+ADMIN_TOKEN = "cluster-admin-" + uuid.uuid4().hex
+#: Broken tenant folders created to find some that hash onto a given node
+#: (about half do; 40 make fewer than MAX_FAILS + 1 on one node vanishingly unlikely).
+BROKEN_CANDIDATES = 40
+#: nginx's max_fails in deploy/nginx/scriptvisor.conf.
+MAX_FAILS = 3
+
 SCRIPTS = {
     "noop.py": "def noop(callback):\n    callback(None, 'done')\n",
     # runs until the node (and with it this worker) is killed
@@ -121,7 +129,7 @@ def tenants(workdir: Path) -> tuple[Path, str]:
 def cluster(tenants: tuple[Path, str], pg_dsn: str, workdir: Path) -> Iterator[Cluster]:
     root, token = tenants
     run = workdir / f"run-{uuid.uuid4().hex[:8]}"
-    env = {"SCRIPTVISOR_USER_STORE_DSN": pg_dsn}
+    env = {"SCRIPTVISOR_USER_STORE_DSN": pg_dsn, "SCRIPTVISOR_ADMIN_TOKEN": ADMIN_TOKEN}
     nodes = {}
     c = Cluster(nodes, None, token, tenants_dir=root)
     try:
@@ -313,3 +321,36 @@ def test_concurrent_first_logins_on_both_nodes_create_one_user(cluster: Cluster,
     with psycopg.connect(pg_dsn, connect_timeout=5) as db:
         total = db.execute("SELECT count(*) FROM sv_users WHERE tenant = %s", (TENANT,)).fetchone()[0]
     assert total == len(LEGACY_USERS)
+
+
+def test_broken_tenant_leaves_its_node_in_the_pool(cluster: Cluster) -> None:
+    """More broken-tenant calls than nginx's max_fails, on the node of a healthy
+    tenant, within fail_timeout: the node stays in the pool (500 is tenant-level)."""
+    root = cluster.tenants_dir
+    names = [f"broken{i:02d}" for i in range(BROKEN_CANDIDATES)]
+    for name in names:
+        (root / name).mkdir()
+        (root / name / "tenant.toml").write_text("[limits]\nnot_a_limit = 1\n")
+    try:
+        with cluster.lb() as lb:
+            home = {_node_of(_noop(lb)) for _ in range(3)}
+            assert len(home) == 1
+            home_node = home.pop()
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            on_home = []
+            for name in names:
+                r = lb.post(f"/v1/tenants/{name}/scripts/noop", json={"args": []}, headers=admin)
+                assert r.status_code == 500 and r.json()["error"]["code"] == "tenant_unavailable", r.text
+                if _node_of(r) == home_node:
+                    on_home.append(name)
+            assert len(on_home) > MAX_FAILS, (home_node, on_home)
+            for name in on_home:  # and once more each: well over max_fails on that node
+                r = lb.post(f"/v1/tenants/{name}/scripts/noop", json={"args": []}, headers=admin)
+                assert r.status_code == 500 and _node_of(r) == home_node
+            # the healthy tenant is still served by its node: nginx did not take it out
+            after = [_noop(lb) for _ in range(10)]
+            assert [r.status_code for r in after] == [200] * 10
+            assert {_node_of(r) for r in after} == {home_node}
+    finally:
+        for name in names:
+            shutil.rmtree(root / name, ignore_errors=True)

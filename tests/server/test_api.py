@@ -151,10 +151,10 @@ def test_unknown_tenant_script_and_route_are_404(server: Server) -> None:
         assert c.delete("/v1/tenants/alpha/scripts/noop").status_code == 405
 
 
-def test_broken_tenant_is_503_naming_the_key_for_the_admin(server: Server) -> None:
+def test_broken_tenant_is_500_naming_the_key_for_the_admin(server: Server) -> None:
     with server.client(token=ADMIN_TOKEN) as c:
         r = c.post("/v1/tenants/broken/scripts/noop", json={})
-    assert r.status_code == 503 and r.json()["error"]["code"] == "tenant_unavailable"
+    assert r.status_code == 500 and r.json()["error"]["code"] == "tenant_unavailable"
     check_openapi("post", SCRIPT, r)
     assert r.json()["error"]["key"] == "limits.not_a_limit"
     assert str(server.tenants_dir) not in r.text  # server paths stay in the operator log
