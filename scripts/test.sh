@@ -8,6 +8,7 @@ bash scripts/install.sh "test,bench"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v nginx >/dev/null || need_apt+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)   # second load balancer (tests/cluster)
 command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
 command -v chromium >/dev/null || need_apt+=(chromium)  # renders /docs (and the console) in tests
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
@@ -48,6 +49,7 @@ missing=()
 (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null || missing+=("MariaDB on 127.0.0.1:3306")
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=("nginx")
 command -v chromium >/dev/null && command -v chromedriver >/dev/null || missing+=("chromium + chromedriver")
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=("haproxy")
 if [ ${#missing[@]} -gt 0 ]; then
     printf 'scripts/test.sh: not available after install/start: %s\n' "${missing[@]}" >&2
     exit 1

@@ -32,6 +32,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDER = ROOT / "deploy" / "nginx" / "render.py"
+HAPROXY_RENDER = ROOT / "deploy" / "haproxy" / "render.py"
 #: Longest a process gets to start or to stop before the test gives up on it.
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
@@ -176,6 +177,54 @@ def start_nginx(nginx: str, nodes: list[Node], prefix: Path) -> Nginx:
     return Nginx(proc, f"http://127.0.0.1:{port}", prefix, err)
 
 
+def find_haproxy() -> str | None:
+    """The haproxy binary (Debian: /usr/sbin/haproxy)."""
+    return shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None
+    )
+
+
+@dataclass
+class Haproxy:
+    proc: subprocess.Popen[str]
+    url: str
+    stderr: _LineReader
+
+    def family(self) -> list[psutil.Process]:
+        try:
+            return [psutil.Process(self.proc.pid)]
+        except psutil.NoSuchProcess:
+            return []
+
+
+def start_haproxy(haproxy: str, nodes: list[Node], prefix: Path) -> Haproxy:
+    """HAProxy running ``deploy/haproxy/haproxy.cfg`` (rendered for ``nodes``).
+
+    The test binds the listening socket itself and hands it over as a file
+    descriptor (``bind fd@N``): the port accepts connections from this moment
+    on, so nothing has to wait for HAProxy to be ready.
+    """
+    prefix.mkdir(parents=True, exist_ok=True)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    fd = listener.fileno()
+    conf = prefix / "haproxy.cfg"
+    rendered = subprocess.run(
+        [sys.executable, str(HAPROXY_RENDER), "--bind", f"fd@{fd}",
+         *[arg for n in nodes for arg in ("--node", f"127.0.0.1:{n.port}")]],
+        capture_output=True, text=True, check=True,
+    )
+    conf.write_text(rendered.stdout)
+    proc = subprocess.Popen(
+        [haproxy, "-db", "-f", str(conf)], pass_fds=(fd,),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()  # HAProxy holds its own copy
+    return Haproxy(proc, url, _LineReader(proc.stderr))
+
+
 @dataclass
 class Cluster:
     nodes: dict[str, Node]
@@ -184,10 +233,13 @@ class Cluster:
     tenants_dir: Path | None = None
     #: nodes a test killed on purpose (their exit status is not checked)
     killed: set[str] = field(default_factory=set)
+    haproxy: Haproxy | None = None
 
     def lb(self) -> httpx.Client:
-        assert self.nginx is not None
-        return httpx.Client(base_url=self.nginx.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+        """A client of the balancer in front (nginx, or HAProxy when there is no nginx)."""
+        front = self.nginx or self.haproxy
+        assert front is not None
+        return httpx.Client(base_url=front.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
 
     def close(self) -> list[str]:
         """Stop everything (SIGTERM, then SIGKILL); return descriptions of leftovers."""
@@ -201,10 +253,16 @@ class Cluster:
             procs.extend(self.nginx.family())
             if self.nginx.proc.poll() is None:
                 self.nginx.proc.send_signal(signal.SIGQUIT)  # graceful: finish requests, then exit
+        if self.haproxy is not None:
+            procs.extend(self.haproxy.family())
+            if self.haproxy.proc.poll() is None:
+                self.haproxy.proc.send_signal(signal.SIGUSR1)  # soft stop: finish sessions, then exit
         for node in self.nodes.values():
             _wait(node.proc)
         if self.nginx is not None:
             _wait(self.nginx.proc)
+        if self.haproxy is not None:
+            _wait(self.haproxy.proc)
         _, alive = psutil.wait_procs(procs, timeout=STOP_TIMEOUT)
         leftovers = []
         for p in alive:
