@@ -389,6 +389,16 @@ def bench() -> None:
     """Benchmarks against the peer runtimes (peers: pip install 'scriptvisor[bench]')."""
 
 
+@bench.command("faults", context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_faults(args: tuple[str, ...]) -> None:
+    """Load a node while injecting faults; prints sent/answered/lost/hung per fault
+    (options: python -m scriptvisor.bench.faults --help)."""
+    from scriptvisor.bench.faults import main as run_faults
+
+    sys.exit(run_faults(list(args)))
+
+
 @bench.command("recycle")
 @click.option("--quick", is_flag=True, help="Small counts, well under a minute (what CI runs).")
 @click.option("--out", "out_dir", default="bench-results", show_default=True,

@@ -64,11 +64,15 @@ class UidMap:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             mapping = self._read()
             if tenant not in mapping:
-                # a data dir whose tenant folder is gone frees its uid (test
-                # runs and removed tenants would otherwise fill the range)
-                for key in [k for k in mapping if k.startswith("/") and not os.path.isdir(os.path.dirname(k))]:
-                    del mapping[key]
-                mapping[tenant] = self._next_free(set(mapping.values()))
+                try:
+                    mapping[tenant] = self._next_free(set(mapping.values()))
+                except UidRangeExhausted:
+                    # only when the range is full: data dirs whose tenant folder
+                    # is gone give their uids back (never earlier, so a uid is
+                    # not handed on while a removed tenant's workers may still run)
+                    for key in [k for k in mapping if k.startswith("/") and not os.path.isdir(os.path.dirname(k))]:
+                        del mapping[key]
+                    mapping[tenant] = self._next_free(set(mapping.values()))
                 self._write(mapping)
             self._cache = dict(mapping)
         finally:

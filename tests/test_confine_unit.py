@@ -198,3 +198,16 @@ def test_seccomp_falls_back_to_debian_python3_seccomp_with_the_same_program():
     assert got["fallback"][0] == [True, "libseccomp via seccomp (python3-seccomp)"]
     assert got["primary"][0] == [True, "libseccomp via pyseccomp"]
     assert got["fallback"][1] == got["primary"][1] and len(got["primary"][1]) > 16
+
+
+def test_uid_map_reclaims_uids_of_removed_tenant_folders_only_when_full(tmp_path):
+    gone, kept = tmp_path / "gone" / "data", tmp_path / "kept" / "data"
+    kept.mkdir(parents=True)
+    gone.mkdir(parents=True)
+    m = UidMap(str(tmp_path / "state"), 300_000, 2)
+    a, b = m.uid_for(str(gone)), m.uid_for(str(kept))
+    gone.rmdir()
+    gone.parent.rmdir()
+    # the range is full: the removed folder's uid is the one given out again
+    assert UidMap(str(tmp_path / "state"), 300_000, 2).uid_for(str(tmp_path / "new" / "data")) == a
+    assert UidMap(str(tmp_path / "state"), 300_000, 2).uid_for(str(kept)) == b
