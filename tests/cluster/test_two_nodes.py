@@ -309,7 +309,7 @@ def test_concurrent_first_logins_on_both_nodes_create_one_user(cluster: Cluster,
             ).fetchall()
         assert len(rows) == 1, rows
         assert rows[0][0] == user_ids.pop() and rows[0][1] == "migrated"
-        assert rows[0][2] and rows[0][2] != password and rows[0][2].startswith("$2")
+        assert rows[0][2] and rows[0][2] != password and rows[0][2].startswith(("$argon2id$", "$2"))  # platform hash (argon2id; bcrypt before)
 
         # a later login on either node comes from the shared store, not the legacy script
         for node in nodes:
