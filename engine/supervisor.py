@@ -280,7 +280,10 @@ class Supervisor:
             worker_id=worker_id,
             uid=uid,
             gid=gid,
-            scratch_dir=os.path.join(self.config.state_dir, "scratch", pool.name, str(worker_id)),
+            # the supervisor's pid keeps two engines on one state dir (the CLI's
+            # short-lived ones share the host-wide default) off each other's
+            # scratch mount points; a server's state dir is its own anyway
+            scratch_dir=os.path.join(self.config.state_dir, "scratch", str(os.getpid()), pool.name, str(worker_id)),
             data_dir=pool.data_dir,
             allowed_ports=tuple(pool.limits.allowed_ports),
             limits=pool.limits.worker_limits(),
