@@ -75,6 +75,10 @@ _SCHEMA = [
         PRIMARY KEY (tenant, user_id),
         UNIQUE (tenant, email_key)
     )""",
+    """CREATE TABLE IF NOT EXISTS sv_meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS sv_seen_ids (
         tenant TEXT NOT NULL,
         email_key TEXT NOT NULL,
@@ -83,6 +87,9 @@ _SCHEMA = [
         PRIMARY KEY (tenant, email_key)
     )""",
 ]
+
+#: Version of ``email_key`` the stored keys were computed with (table sv_meta).
+KEY_VERSION = "nfkc-casefold-1"
 
 _COLUMNS = "user_id, email, password_hash, email_verified, profile, source, legacy_email"
 
@@ -119,6 +126,43 @@ def email_key(email: str) -> str:
     """
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email.strip()).casefold())
     return folded.strip()
+
+
+def _fetch(cur: Any) -> list:
+    return cur.fetchall() if cur.description else []
+
+
+def _upgrade_keys(execute: Callable[..., list]) -> list[tuple[str, str, str]]:
+    """Recompute stored identity keys made by an earlier ``email_key`` (lower/strip only), once.
+
+    Runs inside the schema transaction.  A user row whose new key another row
+    of the tenant already holds keeps its old key and is returned as
+    (tenant, user_id, email) for the operator; a remembered id whose new key is
+    taken is dropped (it is a consistency hint, not data).
+    """
+    done = execute("SELECT value FROM sv_meta WHERE name = 'identity_key'")
+    if done and done[0][0] == KEY_VERSION:
+        return []
+    conflicts = []
+    for tenant, user_id, email, key in execute("SELECT tenant, user_id, email, email_key FROM sv_users"):
+        new = email_key(email)
+        if new == key:
+            continue
+        if execute("SELECT 1 FROM sv_users WHERE tenant = ? AND email_key = ?", (tenant, new)):
+            conflicts.append((tenant, user_id, email))
+        else:
+            execute("UPDATE sv_users SET email_key = ? WHERE tenant = ? AND user_id = ?", (new, tenant, user_id))
+    for tenant, key in execute("SELECT tenant, email_key FROM sv_seen_ids"):
+        new = email_key(key)
+        if new == key:
+            continue
+        if execute("SELECT 1 FROM sv_seen_ids WHERE tenant = ? AND email_key = ?", (tenant, new)):
+            execute("DELETE FROM sv_seen_ids WHERE tenant = ? AND email_key = ?", (tenant, key))
+        else:
+            execute("UPDATE sv_seen_ids SET email_key = ? WHERE tenant = ? AND email_key = ?", (new, tenant, key))
+    execute("DELETE FROM sv_meta WHERE name = 'identity_key'")
+    execute("INSERT INTO sv_meta (name, value) VALUES ('identity_key', ?)", (KEY_VERSION,))
+    return conflicts
 
 
 _local = threading.local()
@@ -182,6 +226,8 @@ class UserStore:
             raise ValueError("give exactly one of path (sqlite) or dsn (postgres)")
         self.tenant = tenant
         self.hasher = hasher
+        #: Rows whose key could not be recomputed at an upgrade (another row has the new key).
+        self.key_conflicts: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
         self.kind = "sqlite" if path else "postgres"
         self._db: Any = None
@@ -197,6 +243,13 @@ class UserStore:
                 cols = {row[1] for row in self._db.execute("PRAGMA table_info(sv_users)")}
                 if "legacy_email" not in cols:  # a store made by an earlier version
                     self._db.execute("ALTER TABLE sv_users ADD COLUMN legacy_email TEXT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self.key_conflicts = _upgrade_keys(lambda q, a=(): self._db.execute(q, a).fetchall())
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
             else:
                 import psycopg_pool
 
@@ -218,6 +271,8 @@ class UserStore:
                     for ddl in _SCHEMA:
                         db.execute(ddl)
                     db.execute("ALTER TABLE sv_users ADD COLUMN IF NOT EXISTS legacy_email TEXT")
+                    self.key_conflicts = _upgrade_keys(
+                        lambda q, a=(): _fetch(db.execute(q.replace("?", "%s"), a)))
         except Exception as exc:
             if self._pool is not None:
                 self._pool.close()

@@ -116,3 +116,19 @@ def test_seen_user_ids(make_store):
     assert store.seen_user_id("a@example.com", "u2", "login") == ("u1", "get_user")
     store.forget_seen(user_id="u1")
     assert store.seen_user_id("a@example.com", "u2", "login") is None
+
+
+def test_keys_made_by_an_earlier_version_are_recomputed_once(make_store):
+    """Rows keyed by the old lower()/strip() form are found under the NFKC+casefold key after an upgrade."""
+    store = make_store()
+    store._exec("INSERT INTO sv_users (tenant, user_id, email, email_key, profile, source, created_at, updated_at)"
+                " VALUES (?, '7', ?, ?, '{}', 'migrated', 0, 0)",
+                (store.tenant, "\uff22OB@example.com", "\uff42ob@example.com"))  # fullwidth B, old key
+    store._exec("INSERT INTO sv_seen_ids (tenant, email_key, user_id, script) VALUES (?, ?, '7', 'login')",
+                (store.tenant, "stra\u00dfe@example.com"))
+    assert store.find("bob@example.com") is None
+    store._exec("DELETE FROM sv_meta")
+    store.close()
+    upgraded = make_store()
+    assert upgraded.find("bob@example.com").user_id == "7" and upgraded.key_conflicts == []
+    assert upgraded.seen_user_id("STRASSE@example.com", "7", "get_user") is None  # same key now: no conflict
