@@ -161,3 +161,69 @@ def test_another_tenants_login_is_unaffected_by_a_stalled_store(tmp_path, pg_dat
     assert other["ok"] and other["result"]["user_id"] == "2", other["error"]
     assert pending == 10  # B finished while every one of A's logins was still waiting on the lock
     assert all(r["ok"] and r["result"]["user_id"] == "1" for r in results), [r["error"] for r in results]
+
+
+@pytest.fixture
+def private_cluster():
+    """A PostgreSQL cluster of this test's own (initdb in a temp dir, a free port), stopped afterwards.
+
+    Restarting the shared server would break other test runs, so the real
+    restart test restarts this one.  Runs the server as the ``postgres`` user
+    when the tests run as root (PostgreSQL refuses to run as root).
+    """
+    import glob
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    from tests.services import unavailable
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not bins:
+        unavailable("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
+    bindir = os.path.dirname(bins[-1])
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = tempfile.mkdtemp(prefix="sv-pgcluster-")
+    if as_user:
+        shutil.chown(root, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = os.path.join(root, "data")
+
+    def pg_ctl(*args: str) -> None:
+        subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", data, "-s", "-w", "-t", "60", *args], check=True,
+                       stdout=subprocess.DEVNULL, timeout=90)
+
+    subprocess.run(as_user + [f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+                   check=True, stdout=subprocess.DEVNULL, timeout=120)
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl("-o", opts, "-l", os.path.join(root, "log"), "start")
+    try:
+        yield {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}, \
+            lambda: pg_ctl("-o", opts, "-m", "fast", "restart")
+    finally:
+        try:
+            pg_ctl("-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.db
+@pytest.mark.slow
+def test_postgres_store_reconnects_after_a_real_server_restart(engine, make_tenant, private_cluster):
+    """A real restart (pg_ctl restart -m fast) of a private cluster: the next login succeeds, no node restart."""
+    params, restart = private_cluster
+    conn = make_tenant("sqlite", True)
+    conn.store.close()
+    conn.store = UserStore(conn.tenant, dsn=_dsn(params), hasher=FAST_HASHER)
+    try:
+        assert run_operation_on(engine, conn, "login", ["alice@example.com", "wonderland"])["migrated"] is True
+        restart()
+        again = run_operation_on(engine, conn, "login", ["alice@example.com", "wonderland"])
+        assert again["ok"], again["error"]
+        assert again["from_platform_store"] is True and again["result"]["user_id"] == "1"
+    finally:
+        conn.store.close()
