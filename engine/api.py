@@ -64,9 +64,13 @@ class _Base:
         return self._sup
 
     def configure_tenant(self, name: str, limits: TenantLimits | None = None,
-                         data_dir: str | None = None) -> None:
-        """Set a tenant's limits and data directory (applies to workers spawned from now on)."""
-        self.supervisor.configure_tenant(name, limits, data_dir)
+                         data_dir: str | None = None, http: Any = None) -> None:
+        """Set a tenant's limits, data directory and declared HTTP endpoints.
+
+        ``http``: the ``[[http]]`` endpoints (``Tenant.http_policy()``). Applies
+        to workers spawned from now on.
+        """
+        self.supervisor.configure_tenant(name, limits, data_dir, http)
 
     def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
         """Observe engine events (worker_ready, worker_exit, job_done, ...)."""

@@ -346,8 +346,8 @@ def facades() -> None:
 
 @main.command("init")
 @click.argument("tenant_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--template", required=True, type=click.Choice(["sqlite", "postgres", "mysql"]),
-              help="Database the seven action scripts are written for.")
+@click.option("--template", required=True, type=click.Choice(["sqlite", "postgres", "mysql", "webservice"]),
+              help="Database (or legacy REST API: webservice) the seven action scripts are written for.")
 @click.option("--import-users", is_flag=True, help="Automatic migration mode (import_users = true).")
 def init(tenant_dir: Path, template: str, import_users: bool) -> None:
     """Create TENANT_DIR: scripts, tenant.toml, schema (and a seeded data/legacy.db for sqlite)."""
@@ -358,7 +358,44 @@ def init(tenant_dir: Path, template: str, import_users: bool) -> None:
     except InitError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"created tenant folder {root} ({template}, import_users = {str(import_users).lower()})")
+    if template == "webservice":
+        click.echo(f"start the reference legacy API: scriptvisor legacy-api --tenant-dir {root}")
     click.echo(f"try: scriptvisor connection login --tenant-dir {root} alice@example.com wonderland")
+
+
+@main.command("legacy-api")
+@click.option("--tenant-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="A webservice tenant: serve on its [[http]] endpoint's port with its configuration's API_KEY.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="TCP port (default: the tenant's endpoint port, else 8931; 0: any free port).")
+@click.option("--api-key", help="The Bearer key clients must send (default: the tenant's API_KEY).")
+@click.option("--test-routes", is_flag=True, help="Also serve /api/_reset, /api/_calls and the slow/big/redirect routes.")
+def legacy_api(tenant_dir: Path | None, host: str, port: int | None, api_key: str | None,
+               test_routes: bool) -> None:
+    """Serve the reference legacy user API (for the webservice template) until interrupted.
+
+    Seeded with alice@example.com / wonderland and bob@example.com / builder;
+    the API is documented in templates/webservice/README.md.
+    """
+    from .legacy_api import DEFAULT_PORT, serve as serve_api
+    from .server.tenants import TenantConfigError, load_tenant
+
+    if tenant_dir is not None:
+        try:
+            tenant = load_tenant(tenant_dir)
+        except TenantConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        if api_key is None:
+            api_key = tenant.configuration.get("API_KEY")
+        if port is None and tenant.http:
+            port = tenant.http[0].port
+    if not isinstance(api_key, str) or not api_key:
+        raise click.UsageError("give --api-key, or --tenant-dir of a tenant whose configuration has API_KEY")
+    try:
+        serve_api(api_key, host=host, port=DEFAULT_PORT if port is None else port, test_routes=test_routes)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 @main.command("connection", context_settings={"ignore_unknown_options": True})

@@ -36,7 +36,7 @@ from collections import deque
 from typing import Any, Callable
 
 from scriptvisor.sandbox import wire
-from scriptvisor.sandbox.wire import WorkerPolicy
+from scriptvisor.sandbox.wire import HttpEndpoint, WorkerPolicy
 
 from . import protocol
 from .config import EngineConfig, TenantLimits
@@ -83,13 +83,16 @@ def describe_status(status: int | None) -> dict[str, Any]:
 
 
 class TenantPool:
-    __slots__ = ("name", "limits", "data_dir", "workers", "idle", "queue", "last_used",
+    __slots__ = ("name", "limits", "data_dir", "http", "workers", "idle", "queue", "last_used",
                  "boot_failures", "boot_error", "recycle_before")
 
-    def __init__(self, name: str, limits: TenantLimits, data_dir: str | None) -> None:
+    def __init__(self, name: str, limits: TenantLimits, data_dir: str | None,
+                 http: tuple[HttpEndpoint, ...] = ()) -> None:
         self.name = name
         self.limits = limits
         self.data_dir = data_dir
+        #: declared [[http]] endpoints, as the worker's http facade receives them
+        self.http = http
         self.workers: set[WorkerHandle] = set()
         self.idle: list[WorkerHandle] = []   # LIFO: the warmest worker is reused first
         self.queue: deque[Job] = deque()
@@ -254,18 +257,21 @@ class Supervisor:
 
     # ------------------------------------------------------------------ tenants
     def configure_tenant(self, name: str, limits: TenantLimits | None = None,
-                         data_dir: str | None = None) -> TenantPool:
+                         data_dir: str | None = None,
+                         http: tuple[HttpEndpoint, ...] | None = None) -> TenantPool:
         if not TENANT_NAME.match(name or ""):
             raise ValueError(f"invalid tenant name {name!r}: use letters, digits, '_', '.', '-' (max 63)")
         pool = self.pools.get(name)
         if pool is None:
-            pool = TenantPool(name, limits or self.config.limits, data_dir)
+            pool = TenantPool(name, limits or self.config.limits, data_dir, tuple(http or ()))
             self.pools[name] = pool
         else:
             if limits is not None:
                 pool.limits = limits
             if data_dir is not None:
                 pool.data_dir = data_dir
+            if http is not None:
+                pool.http = tuple(http)
         return pool
 
     def _policy(self, pool: TenantPool, worker_id: int) -> WorkerPolicy:
@@ -286,6 +292,7 @@ class Supervisor:
             scratch_dir=os.path.join(self.config.state_dir, "scratch", str(os.getpid()), pool.name, str(worker_id)),
             data_dir=pool.data_dir,
             allowed_ports=tuple(pool.limits.allowed_ports),
+            http=pool.http,
             limits=pool.limits.worker_limits(),
             confine=self.config.confine,
             debug_exec=self.config.debug_exec,

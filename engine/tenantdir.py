@@ -2,10 +2,15 @@
 
     TENANT_DIR/tenant.toml       configuration, import_users, limits, allowed ports
     TENANT_DIR/scripts/*.py      the seven action scripts of templates/<template>/
-    TENANT_DIR/schema.sql        the users table those scripts expect
+    TENANT_DIR/schema.sql        the users table those scripts expect (database templates)
     TENANT_DIR/README.md         what the template does and how to try it
     TENANT_DIR/data/             the tenant's data directory
     TENANT_DIR/data/legacy.db    (sqlite only) a seeded example legacy database
+
+The ``webservice`` template talks to a legacy REST API instead of a database:
+its tenant.toml declares the API as an ``[[http]]`` endpoint and gets a fresh
+random ``API_KEY``; ``scriptvisor legacy-api --tenant-dir TENANT_DIR`` serves
+the reference API (``engine.legacy_api``) with that key on the declared port.
 
 The layout is the one ``engine.server.tenants`` serves.  The example legacy
 database holds ``alice@example.com`` / ``wonderland`` (and ``bob@example.com``
@@ -17,6 +22,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 from pathlib import Path
@@ -29,7 +35,7 @@ __all__ = ["SCRIPTS", "TEMPLATES", "TEMPLATES_DIR", "InitError", "init_tenant", 
 #: Where the shipped templates live: package data of ``scriptvisor.templates``
 #: (the repository's ``templates/`` in a checkout, site-packages in a wheel).
 TEMPLATES_DIR = Path(str(importlib.resources.files("scriptvisor.templates")))
-TEMPLATES = ("sqlite", "postgres", "mysql")
+TEMPLATES = ("sqlite", "postgres", "mysql", "webservice")
 #: The seven action scripts every template ships.
 SCRIPTS = ("login", "get_user", "create", "verify", "change_password", "delete", "change_email")
 #: Example users of the seeded sqlite legacy database: (email, password, nickname, verified).
@@ -66,6 +72,13 @@ def _set_import_users(toml_text: str, import_users: bool) -> str:
     return new
 
 
+def _set_api_key(toml_text: str) -> str:
+    new, n = re.subn(r'(?m)^API_KEY\s*=\s*"change-me"', f'API_KEY = "{secrets.token_urlsafe(24)}"', toml_text)
+    if n != 1:
+        raise InitError('template tenant.toml has no single API_KEY = "change-me" line')
+    return new
+
+
 def init_tenant(tenant_dir: str | os.PathLike[str], template: str, import_users: bool = False, *,
                 seed_rounds: int = DEFAULT_ROUNDS) -> Path:
     """Create ``tenant_dir`` from ``templates/<template>``; return its path.
@@ -88,10 +101,13 @@ def init_tenant(tenant_dir: str | os.PathLike[str], template: str, import_users:
     (root / "data").mkdir(exist_ok=True)
     for script in SCRIPTS:
         shutil.copyfile(source / f"{script}.py", root / "scripts" / f"{script}.py")
-    shutil.copyfile(source / "schema.sql", root / "schema.sql")
+    if (source / "schema.sql").is_file():
+        shutil.copyfile(source / "schema.sql", root / "schema.sql")
     shutil.copyfile(source / "README.md", root / "README.md")
-    toml_text = (source / "tenant.toml").read_text(encoding="utf-8")
-    (root / "tenant.toml").write_text(_set_import_users(toml_text, import_users), encoding="utf-8")
+    toml_text = _set_import_users((source / "tenant.toml").read_text(encoding="utf-8"), import_users)
+    if template == "webservice":
+        toml_text = _set_api_key(toml_text)
+    (root / "tenant.toml").write_text(toml_text, encoding="utf-8")
     if template == "sqlite":
         seed_sqlite(root / "data" / "legacy.db", rounds=seed_rounds,
                     schema=(source / "schema.sql").read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from scriptvisor.sandbox.wire import WorkerLimits
+from scriptvisor.sandbox.wire import HttpEndpoint, WorkerLimits
 
 __all__ = ["Invocation", "WorkerContext", "current", "worker"]
 
@@ -29,6 +29,7 @@ class WorkerContext:
     data_dir: str | None = None      # the tenant's data directory (sqlite files live here)
     scratch_dir: str | None = None   # this worker's private writable directory
     allowed_ports: tuple[int, ...] = ()  # TCP ports scripts may connect to (empty: none)
+    http: tuple[HttpEndpoint, ...] = ()  # declared [[http]] endpoints (the http facade's)
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 

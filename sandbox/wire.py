@@ -54,7 +54,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME", "EXIT_BOOT_ERROR", "EXIT_CONFINEMENT_FAILED", "EXIT_NAMES", "EXIT_OK",
     "EXIT_PROTOCOL", "FrameDecoder", "FrameError", "HEADER", "MAX_ERROR_NAME", "MAX_ERROR_TEXT",
     "MAX_INBOUND_FRAME", "MAX_LOG_LINES", "VERSION", "WORKER_CODES", "ArgumentError",
-    "WorkerLimits", "WorkerPolicy", "encode", "encode_arguments", "invoke_frame",
+    "HttpEndpoint", "WorkerLimits", "WorkerPolicy", "encode", "encode_arguments", "invoke_frame",
 ]
 
 MAGIC = b"SV"
@@ -305,6 +305,30 @@ class WorkerLimits:
 
 
 @dataclass(frozen=True)
+class HttpEndpoint:
+    """One ``[[http]]`` declaration of the tenant, as the worker's http facade receives it.
+
+    Built by the engine when it loads tenant.toml (``engine.server.tenants``):
+    the host name is resolved there, and ``addresses`` are the only addresses
+    the worker ever connects to for it.
+    """
+
+    name: str
+    base_url: str
+    scheme: str                      # "http" | "https"
+    host: str                        # lowercase, IPv6 without brackets
+    port: int
+    prefix: str                      # path prefix, always ending in "/"
+    addresses: tuple[str, ...] = ()  # resolved at load
+    ca_pem: str | None = None        # the operator's CA bundle (PEM text), https only
+
+    @classmethod
+    def from_wire(cls, data: Any) -> "HttpEndpoint":
+        ep = _from_wire(cls, data, "policy.http[]")
+        return dataclasses.replace(ep, addresses=tuple(ep.addresses))
+
+
+@dataclass(frozen=True)
 class WorkerPolicy:
     """Everything a worker is confined and booted with, fixed at spawn."""
 
@@ -315,6 +339,7 @@ class WorkerPolicy:
     scratch_dir: str | None = None  # this worker's private writable directory
     data_dir: str | None = None     # the tenant's data directory
     allowed_ports: tuple[int, ...] = ()
+    http: tuple[HttpEndpoint, ...] = ()  # the tenant's declared HTTP endpoints
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     confine: bool = True
     debug_exec: bool = False        # test-only: accept debug_exec frames
@@ -324,13 +349,17 @@ class WorkerPolicy:
     def to_wire(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["allowed_ports"] = list(self.allowed_ports)
+        out["http"] = [dict(ep, addresses=list(ep["addresses"])) for ep in out["http"]]
         return out
 
     @classmethod
     def from_wire(cls, data: Any) -> "WorkerPolicy":
         """Rebuild from ``to_wire()``; ``FrameError`` on a missing or unknown field."""
         policy = _from_wire(cls, data, "policy")
+        if type(policy.http) is not list:
+            raise FrameError("bad_message", "policy.http must be a list")
         return dataclasses.replace(policy, allowed_ports=tuple(policy.allowed_ports),
+                                   http=tuple(HttpEndpoint.from_wire(ep) for ep in policy.http),
                                    limits=WorkerLimits.from_wire(policy.limits))
 
     def replace(self, **changes: Any) -> "WorkerPolicy":

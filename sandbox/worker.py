@@ -112,6 +112,7 @@ def _boot(policy: WorkerPolicy) -> tuple[context.WorkerContext, Any]:
         data_dir=policy.data_dir,
         scratch_dir=policy.scratch_dir,
         allowed_ports=policy.allowed_ports,
+        http=policy.http,
         limits=policy.limits,
     )
     context.set_worker(ctx)

@@ -179,7 +179,8 @@ async def _serve(
     try:
         async with AsyncEngine(cfg) as engine:
             def on_load(tenant: Tenant) -> None:
-                engine.configure_tenant(tenant.name, limits=tenant.limits, data_dir=str(tenant.data_dir))
+                engine.configure_tenant(tenant.name, limits=tenant.limits, data_dir=str(tenant.data_dir),
+                                         http=tenant.http_policy())
                 oplog.write("tenant_loaded", tenant=tenant.name, import_users=tenant.import_users,
                             tokens=len(tenant.token_hashes))
 

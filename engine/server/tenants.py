@@ -21,6 +21,15 @@ Layout (fixed, shared with ``engine.connections``)::
     [editing]                                 # saving scripts through the API (engine.server.scriptstore)
     enabled = false                           # default: the folder stays the operator's source of truth
     versions = 20                             # previous versions kept per script for rollback
+    [[http]]                                  # HTTP endpoints scripts may request (``import http``)
+    name = "legacy_api"
+    base_url = "https://api.example.com/v1/"  # scheme, host, port, path prefix
+    ca_bundle = "/etc/scriptvisor/acme-ca.pem"  # optional: verify TLS against this CA bundle
+
+Declared HTTP hosts are resolved when the tenant is loaded; the workers
+connect only to those addresses (``Tenant.http``), and ``Tenant.egress``
+lists the (host, port) pairs the OS egress rules allow. The ports of the
+declared endpoints are added to ``allowed_ports``.
 
 Why validation is strict: a typo in a limit name would otherwise silently leave
 a tenant on the defaults.  Every error names the file and the key.  A broken
@@ -49,6 +58,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from scriptvisor.engine.config import TenantLimits
+from scriptvisor.sandbox.facades import web as _web
 
 __all__ = [
     "SCRIPT_NAME",
@@ -67,7 +77,7 @@ SCRIPT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 TOP_LEVEL_KEYS = frozenset(
-    {"import_users", "configuration", "limits", "allowed_ports", "tokens", "description", "editing"}
+    {"import_users", "configuration", "limits", "allowed_ports", "tokens", "description", "editing", "http"}
 )
 #: Previous versions kept per script when [editing] does not say (and the most it may say).
 DEFAULT_KEPT_VERSIONS = 20
@@ -104,6 +114,27 @@ class Tenant:
     editing: bool = False
     #: ``[editing] versions``: previous versions kept per script.
     editing_versions: int = DEFAULT_KEPT_VERSIONS
+    #: ``[[http]]`` endpoints, host names resolved at load (the only addresses workers connect to).
+    http: tuple[_web.Endpoint, ...] = ()
+
+    @property
+    def egress(self) -> tuple[tuple[str, int], ...]:
+        """The (host, port) pairs this tenant's scripts may connect to, for the OS egress rules.
+
+        Each declared endpoint's resolved addresses (a host name is resolved
+        when the tenant is loaded, so a name that resolves elsewhere later is
+        not followed).
+        """
+        pairs: list[tuple[str, int]] = []
+        for ep in self.http:
+            for address in ep.addresses:
+                if (address, ep.port) not in pairs:
+                    pairs.append((address, ep.port))
+        return tuple(pairs)
+
+    def http_policy(self) -> tuple[_web.Endpoint, ...]:
+        """The declared HTTP endpoints as the worker's policy carries them (``wire.HttpEndpoint``)."""
+        return self.http
 
     @property
     def scripts_dir(self) -> Path:
@@ -286,11 +317,72 @@ def _editing(file: Path, raw: Any) -> tuple[bool, int]:
         raise TenantConfigError(file, "editing.versions", f"must be an integer 1..{MAX_KEPT_VERSIONS}")
     return enabled, versions
 
+def _http_endpoints(file: Path, raw: Any,
+                    resolve: Callable[[str, int], tuple[str, ...]]) -> tuple[_web.Endpoint, ...]:
+    """``[[http]]`` tables: name, base_url, optional ca_bundle; hosts resolved now."""
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise TenantConfigError(file, "http", "must be [[http]] tables (name, base_url, optional ca_bundle)")
+    if len(raw) > _web.MAX_ENDPOINTS:
+        raise TenantConfigError(file, "http", f"more than {_web.MAX_ENDPOINTS} endpoints")
+    out: list[_web.Endpoint] = []
+    for i, item in enumerate(raw):
+        key = f"http[{i}]"
+        extra = set(item) - {"name", "base_url", "ca_bundle"}
+        if extra:
+            raise TenantConfigError(file, key, f"unknown keys {sorted(extra)} (known: base_url, ca_bundle, name)")
+        name = item.get("name")
+        if not isinstance(name, str) or not SCRIPT_NAME.match(name):
+            raise TenantConfigError(file, f"{key}.name", "must be a name of letters, digits and '_'")
+        if any(ep.name == name for ep in out):
+            raise TenantConfigError(file, f"{key}.name", f"endpoint {name!r} is declared twice")
+        base_url = item.get("base_url")
+        try:
+            scheme, host, port, prefix = _web.parse_base_url(base_url)
+        except ValueError as exc:
+            raise TenantConfigError(file, f"{key}.base_url", str(exc)) from None
+        ca_pem = None
+        if "ca_bundle" in item:
+            ca_pem = _read_ca_bundle(file, f"{key}.ca_bundle", item["ca_bundle"], scheme)
+        try:
+            addresses = resolve(host, port)
+        except OSError as exc:
+            raise TenantConfigError(file, f"{key}.base_url",
+                                    f"host {host} does not resolve ({exc}); declared hosts are resolved "
+                                    "when the tenant is loaded") from None
+        out.append(_web.Endpoint(name=name, base_url=base_url, scheme=scheme, host=host, port=port,
+                                 prefix=prefix, addresses=tuple(addresses), ca_pem=ca_pem))
+    return tuple(out)
+
+
+def _read_ca_bundle(file: Path, key: str, path: Any, scheme: str) -> str:
+    if scheme != "https":
+        raise TenantConfigError(file, key, "a CA bundle only applies to an https:// base_url")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise TenantConfigError(file, key, "must be an absolute path to a PEM file")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_web.MAX_CA_BUNDLE_BYTES + 1)
+    except OSError as exc:
+        raise TenantConfigError(file, key, f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > _web.MAX_CA_BUNDLE_BYTES:
+        raise TenantConfigError(file, key, f"{path} is larger than {_web.MAX_CA_BUNDLE_BYTES} bytes")
+    try:
+        pem = data.decode("ascii")
+        _web.check_ca_pem(pem)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise TenantConfigError(file, key, f"{path}: {exc}") from None
+    return pem
+
 
 def load_tenant(
-    root: Path, *, defaults: TenantLimits | None = None, environ: Mapping[str, str] | None = None
+    root: Path, *, defaults: TenantLimits | None = None, environ: Mapping[str, str] | None = None,
+    resolve: Callable[[str, int], tuple[str, ...]] = _web.resolve_host,
 ) -> Tenant:
-    """Read and validate one tenant folder. Raises ``TenantConfigError``."""
+    """Read and validate one tenant folder. Raises ``TenantConfigError``.
+
+    ``resolve(host, port)`` turns a declared HTTP host into its addresses
+    (the system resolver; tests pass their own).
+    """
     root = Path(root)
     name = root.name
     file = root / "tenant.toml"
@@ -320,6 +412,10 @@ def load_tenant(
         raise TenantConfigError(file, "configuration", f"larger than {MAX_CONFIGURATION_BYTES} bytes")
     ports = _check_ports(file, "allowed_ports", data["allowed_ports"]) if "allowed_ports" in data else None
     limits = _build_limits(file, data.get("limits", {}), ports, defaults or TenantLimits())
+    http = _http_endpoints(file, data.get("http", []), resolve)
+    if http:  # the Landlock port rule (and the db facades' port check) must let them through
+        limits = dataclasses.replace(
+            limits, allowed_ports=tuple(sorted(set(limits.allowed_ports) | {ep.port for ep in http})))
     tokens = _token_hashes(file, data.get("tokens", []))
     editing, editing_versions = _editing(file, data.get("editing", {}))
     (root / "data").mkdir(exist_ok=True)
@@ -333,6 +429,7 @@ def load_tenant(
         stamp=stamp,
         editing=editing,
         editing_versions=editing_versions,
+        http=http,
     )
 
 

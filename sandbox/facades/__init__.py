@@ -35,6 +35,8 @@ FACADES: dict[str, str] = {
     "sqlite": "scriptvisor.sandbox.facades.db:sqlite",
     "postgres": "scriptvisor.sandbox.facades.db:postgres",
     "mysql": "scriptvisor.sandbox.facades.db:mysql",
+    # HTTP requests to the endpoints the operator declared ([[http]] in tenant.toml)
+    "http": "scriptvisor.sandbox.facades.web:http",
 }
 
 _cache: dict[str, Any] = {}
