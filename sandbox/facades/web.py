@@ -360,6 +360,7 @@ class _WorkerState:
         self.clients.clear()
 
 
+_no_worker_state = _WorkerState(())
 #: (worker context, its state): one worker context per process; host-side tests swap it.
 _current_state: "tuple[Any, _WorkerState] | None" = None
 

@@ -180,6 +180,58 @@ def _stdlib_samples() -> dict[str, Any]:
     return samples
 
 
+def _fresh_containers(value: Any, out: set[int]) -> set[int]:
+    """ids of the dicts/lists inside a facade's answer: fresh copies the script owns."""
+    if isinstance(value, (dict, list)):
+        out.add(id(value))
+        for item in (value.values() if isinstance(value, dict) else value):
+            _fresh_containers(item, out)
+    return out
+
+
+def _http_samples(tmp_path) -> tuple[dict[str, Any], set[int]]:
+    """What the http facade hands a script: answers and the exceptions it raises, from a real API."""
+    import time
+
+    from scriptvisor.engine.server.tenants import load_tenant
+    from scriptvisor.sandbox import context
+    from scriptvisor.sandbox.facades.web import http
+    from tests.web.legacy_server import start_legacy_server
+
+    server = start_legacy_server()
+    root = tmp_path / "reach"
+    (root / "scripts").mkdir(parents=True)
+    (root / "tenant.toml").write_text(f'[[http]]\nname = "api"\nbase_url = "{server.base_url}"\n')
+    ctx = context.WorkerContext(tenant="reach", http=load_tenant(root).http_policy())
+    context.set_worker(ctx)
+    context.set_current(context.Invocation(worker=ctx, deadline=time.monotonic() + 5, log=lambda s: None))
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    samples: dict[str, Any] = {}
+    try:
+        samples["http.get()"] = http.get(server.base_url + "users?email=alice@example.com", headers=headers)
+        samples["http.endpoints()"] = http.endpoints()
+        for name, call in (
+            ("HttpError", lambda: http.get(server.base_url + "users?email=nobody@example.com", headers=headers)),
+            ("NotAllowed", lambda: http.get("http://127.0.0.2/")),
+            ("ResponseTooLarge", lambda: http.get(server.base_url + "_big?bytes=3000000", headers=headers)),
+            ("HttpTimeout", lambda: http.get(server.base_url + "_slow?seconds=5", headers=headers, timeout=0.1)),
+        ):
+            try:
+                call()
+            except http.HttpFailure as exc:
+                samples[f"http.{name}()"] = exc
+        assert sorted(samples) == sorted(["http.get()", "http.endpoints()", "http.HttpError()", "http.NotAllowed()",
+                                          "http.ResponseTooLarge()", "http.HttpTimeout()"])
+    finally:
+        ctx.run_cleanups()
+        context.set_current(None)
+        context.set_worker(None)
+        server.stop()
+    fresh = _fresh_containers(samples["http.get()"], set())
+    fresh |= _fresh_containers(samples["http.endpoints()"], set())
+    return samples, fresh
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -213,6 +265,14 @@ def test_cant_reach_host_objects_from_script_globals():
 
 def test_cant_reach_host_objects_from_stdlib_return_values():
     assert walk(_stdlib_samples()) == []
+
+
+def test_cant_reach_host_objects_from_http_answers(tmp_path):
+    """Answers are plain dicts (their containers are the script's own copies); exceptions carry plain values."""
+    samples, fresh = _http_samples(tmp_path)
+    assert walk(samples, allowed_mutables=tuple(fresh)) == []
+    err = samples["http.HttpError()"]
+    assert (type(err.status), type(err.body), type(err.url)) == (int, str, str)
 
 
 @pytest.mark.parametrize("name", sorted(facades.FACADES))
