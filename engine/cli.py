@@ -171,17 +171,23 @@ def check(scripts: tuple[Path, ...]) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the layers as a JSON object.")
 @click.option("--strict", is_flag=True, help="Exit 1 unless every layer is active.")
-def doctor(as_json: bool, strict: bool) -> None:
+@click.option("--tenants", "tenants_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Also list what each tenant under this folder may connect to (declared endpoints, resolved now).")
+def doctor(as_json: bool, strict: bool, tenants_dir: Path | None) -> None:
     """Report each OS confinement layer: active on this host, or why not."""
-    from .doctor import layers, run_doctor
+    from .doctor import egress, egress_text, layers, run_doctor
 
+    tenants = egress(tenants_dir) if tenants_dir is not None else None
     if as_json:
         rows = layers(None)
-        click.echo(_dump({"layers": rows, "all_active": all(r["active"] for r in rows)}))
+        out: dict[str, Any] = {"layers": rows, "all_active": all(r["active"] for r in rows)}
+        if tenants is not None:
+            out["tenants"] = tenants
+        click.echo(_dump(out))
         all_active = all(r["active"] for r in rows)
     else:
         text, all_active = run_doctor(None)
-        click.echo(text)
+        click.echo(text + (egress_text(tenants) if tenants is not None else ""))
     if strict and not all_active:
         sys.exit(EXIT_FAILED)
 

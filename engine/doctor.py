@@ -13,7 +13,7 @@ from typing import Any
 
 from scriptvisor.sandbox import confine, landlock
 
-__all__ = ["layers", "missing", "run_doctor"]
+__all__ = ["egress", "egress_text", "layers", "missing", "run_doctor"]
 
 
 def layers(config: Any = None) -> list[dict[str, Any]]:
@@ -52,3 +52,52 @@ def run_doctor(config: Any = None) -> tuple[str, bool]:
                         if config is None or getattr(config, "require_all_layers", False) is False
                         else "; require_all_layers=True: the engine will refuse to start"))
     return "\n".join(lines), all_active
+
+
+def egress(tenants_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Per tenant under ``tenants_dir``: what its scripts may connect to, as the OS layers get it.
+
+    ``{"tenant", "egress": [[address, port]...], "http": [{"name", "base_url",
+    "addresses", "port"}], "allowed_ports", "error"}``; declared HTTP hosts
+    are resolved now, as a load by the server would.
+    """
+    from pathlib import Path
+
+    from scriptvisor.engine.server.tenants import TenantConfigError, load_tenant
+
+    rows: list[dict[str, Any]] = []
+    for entry in sorted(Path(tenants_dir).iterdir()):
+        if not entry.is_dir() or entry.name.startswith(".") or not (entry / "tenant.toml").exists():
+            continue
+        try:
+            tenant = load_tenant(entry)
+        except TenantConfigError as exc:
+            rows.append({"tenant": entry.name, "error": str(exc)})
+            continue
+        rows.append({
+            "tenant": tenant.name,
+            "egress": [list(pair) for pair in tenant.egress],
+            "http": [{"name": ep.name, "base_url": ep.base_url, "addresses": list(ep.addresses),
+                      "port": ep.port} for ep in tenant.http],
+            "allowed_ports": list(tenant.limits.allowed_ports),
+            "error": None,
+        })
+    return rows
+
+
+def egress_text(rows: list[dict[str, Any]]) -> str:
+    """The egress part of ``scriptvisor doctor --tenants DIR``."""
+    lines = ["", "declared egress per tenant (address:port pairs for the OS egress rules):"]
+    if not rows:
+        lines.append("  (no tenants)")
+    for row in rows:
+        if row.get("error"):
+            lines.append(f"  {row['tenant']}: not loaded: {row['error']}")
+            continue
+        pairs = ", ".join(f"{host}:{port}" for host, port in row["egress"]) or "none"
+        lines.append(f"  {row['tenant']}: {pairs}   (Landlock ports: "
+                     f"{', '.join(str(p) for p in row['allowed_ports']) or 'none'})")
+        for ep in row["http"]:
+            lines.append(f"    http {ep['name']} = {ep['base_url']} -> {', '.join(ep['addresses'])}")
+    return "\n".join(lines)
+

@@ -261,8 +261,11 @@ def make_app(api_key: str, *, rounds: int = DEFAULT_ROUNDS, test_routes: bool = 
 
 
 def serve(api_key: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, rounds: int = DEFAULT_ROUNDS,
-          test_routes: bool = False) -> None:
-    """Bind, print one line ``legacy API on http://HOST:PORT/api/`` (the bound port), serve until stopped."""
+          test_routes: bool = False, certfile: str | None = None, keyfile: str | None = None) -> None:
+    """Bind, print one line ``legacy API on http(s)://HOST:PORT/api/`` (the bound port), serve until stopped.
+
+    ``certfile``/``keyfile``: serve HTTPS with this certificate (PEM).
+    """
     import uvicorn
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -272,8 +275,10 @@ def serve(api_key: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, ro
     sock.listen(128)
     shown = f"[{host}]" if ":" in host else host
     app = make_app(api_key, rounds=rounds, test_routes=test_routes)
-    print(f"legacy API on http://{shown}:{sock.getsockname()[1]}/api/", flush=True)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    scheme = "https" if certfile else "http"
+    print(f"legacy API on {scheme}://{shown}:{sock.getsockname()[1]}/api/", flush=True)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                            ssl_certfile=certfile, ssl_keyfile=keyfile)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -281,3 +281,69 @@ def script(url, headers, callback):
     assert res.ok, res.error
     assert res.result["same"] is True and res.result["keys"] == ["headers", "json", "status", "text", "url"]
     assert res.result["user"]["email"] == "alice@example.com"
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def tls_api(tmp_path_factory):
+    from tests.web.legacy_server import make_tls_files
+
+    files = make_tls_files(tmp_path_factory.mktemp("tls"))
+    server = start_legacy_server(certfile=files["srv.pem"], keyfile=files["srv.key"])
+    server.files = files
+    yield server
+    server.stop()
+
+
+def tls_tenant(tmp_path, api, base_url, ca_bundle=None):
+    root = tmp_path / "tls"
+    (root / "scripts").mkdir(parents=True)
+    ca = f'ca_bundle = "{ca_bundle}"\n' if ca_bundle else ""
+    (root / "tenant.toml").write_text(f'[[http]]\nname = "legacy_api"\nbase_url = "{base_url}"\n{ca}')
+    tenant = load_tenant(root, resolve=lambda host, port: ("127.0.0.1",))
+    ctx = context.WorkerContext(tenant="tls", http=tenant.http_policy())
+    context.set_worker(ctx)
+    context.set_current(context.Invocation(worker=ctx, deadline=time.monotonic() + 5, log=lambda s: None))
+    return ctx
+
+
+def _tls_get(api, url):
+    return http.get(url + "users", params={"email": "alice@example.com"}, headers=auth(api))
+
+
+@pytest.fixture
+def cleanup_ctx():
+    yield
+    context.set_current(None)
+    context.set_worker(None)
+
+
+def test_tls_verified_against_the_endpoints_ca_bundle(tls_api, tmp_path, cleanup_ctx):
+    base = f"https://localhost:{tls_api.port}/api/"
+    ctx = tls_tenant(tmp_path, tls_api, base, tls_api.files["ca.pem"])
+    try:
+        assert _tls_get(tls_api, base)["json"]["id"] == 1
+    finally:
+        ctx.run_cleanups()
+
+
+@pytest.mark.parametrize("case", ["no ca_bundle", "another CA", "name not in the certificate"])
+def test_cant_skip_tls_verification(tls_api, tmp_path, cleanup_ctx, case):
+    host = "127.0.0.1" if case == "name not in the certificate" else "localhost"
+    base = f"https://{host}:{tls_api.port}/api/"
+    ca = {"no ca_bundle": None, "another CA": tls_api.files["other-ca.pem"]}.get(case, tls_api.files["ca.pem"])
+    ctx = tls_tenant(tmp_path, tls_api, base, ca)
+    try:
+        with pytest.raises(http.ConnectError, match="TLS verification of .* failed"):
+            _tls_get(tls_api, base)
+    finally:
+        ctx.run_cleanups()
+
+
+def test_cant_declare_a_ca_bundle_that_is_not_one(tmp_path):
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not a certificate")
+    with pytest.raises(TenantConfigError, match=r"http\[0\].ca_bundle: .*not a PEM CA bundle"):
+        tls_tenant(tmp_path, None, "https://localhost:8443/api/", str(bogus))

@@ -48,15 +48,37 @@ class LegacyServer:
             self.proc.wait()
 
 
-def start_legacy_server(host: str = "127.0.0.1") -> LegacyServer:
+def make_tls_files(folder) -> dict[str, str]:
+    """A throwaway CA and a server certificate for ``localhost`` signed by it (openssl CLI)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    f = {name: str(folder / name) for name in ("ca.pem", "ca.key", "srv.pem", "srv.key", "srv.csr", "ext.cnf",
+                                               "other-ca.pem", "other-ca.key")}
+    (folder / "ext.cnf").write_text("subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+                                    "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+                                    "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca_ext = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    for ca in ("ca", "other-ca"):
+        subprocess.run(["openssl", "req", "-x509", *ec, "-keyout", f[f"{ca}.key"], "-out", f[f"{ca}.pem"],
+                        "-days", "2", "-subj", f"/CN=scriptvisor test {ca}", *ca_ext], check=True, capture_output=True)
+    subprocess.run(["openssl", "req", *ec, "-keyout", f["srv.key"], "-out", f["srv.csr"], "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", f["srv.csr"], "-CA", f["ca.pem"], "-CAkey", f["ca.key"],
+                    "-CAcreateserial", "-out", f["srv.pem"], "-days", "2", "-extfile", f["ext.cnf"]],
+                   check=True, capture_output=True)
+    return f
+
+
+def start_legacy_server(host: str = "127.0.0.1", certfile: str = "", keyfile: str = "") -> LegacyServer:
     key = secrets.token_urlsafe(16)
     proc = subprocess.Popen(
         [sys.executable, "-c",
          "import sys; from scriptvisor.engine.legacy_api import serve; "
-         "serve(sys.argv[1], host=sys.argv[2], port=0, rounds=4, test_routes=True)", key, host],
+         "serve(sys.argv[1], host=sys.argv[2], port=0, rounds=4, test_routes=True, "
+         "certfile=sys.argv[3] or None, keyfile=sys.argv[4] or None)", key, host, certfile, keyfile],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()  # "legacy API on http://127.0.0.1:PORT/api/"
-    if not line.startswith("legacy API on "):
+    if not line.startswith("legacy API on "):  # noqa: SIM102
         proc.kill()
         raise RuntimeError(f"legacy API did not start: {line!r} {proc.stderr.read()[-2000:]}")
     base = line.removeprefix("legacy API on ")
