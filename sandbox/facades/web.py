@@ -92,7 +92,7 @@ MAX_URL_CHARS = 8192
 MAX_HEADERS, MAX_HEADER_CHARS = 64, 8192
 #: Characters of the body kept in ``HttpError.body``.
 ERROR_BODY_CHARS = 1000
-#: Used when a facade is called outside an invocation by host-side code.
+#: Only for ``remaining()`` outside an invocation (requests are refused there).
 NO_INVOCATION_BUDGET = 30.0
 #: Part of the remaining time kept back for the script (same rule as the database facades).
 MARGIN_FRACTION, MARGIN_MIN, MARGIN_MAX = 0.10, 0.05, 0.5
@@ -590,6 +590,10 @@ def request(method: str, url: str, *, params: Any = None, headers: Any = None, j
         raise ValueError(f"URL longer than {MAX_URL_CHARS} characters")
     if timeout is not None and (type(timeout) not in (int, float) or not timeout > 0):
         raise TypeError("timeout must be a positive number of seconds")
+    try:
+        context.current()
+    except RuntimeError:  # e.g. a generator's finally run by the collector after the call ended
+        raise NotAllowed("no HTTP requests outside an invocation (the call this code belonged to is over)") from None
     state = _state()
     hdrs = _check_headers(headers)
     query = _check_params(params)

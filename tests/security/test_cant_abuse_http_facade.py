@@ -347,3 +347,29 @@ def test_cant_declare_a_ca_bundle_that_is_not_one(tmp_path):
     bogus.write_text("not a certificate")
     with pytest.raises(TenantConfigError, match=r"http\[0\].ca_bundle: .*not a PEM CA bundle"):
         tls_tenant(tmp_path, None, "https://localhost:8443/api/", str(bogus))
+
+
+def test_cant_request_outside_an_invocation(api, worker):
+    context.set_current(None)  # the worker context stays: code run after its call ended
+    with pytest.raises(http.NotAllowed, match="no HTTP requests outside an invocation"):
+        http.get(api.base_url + "users", headers=auth(api))
+
+
+def test_tls_from_a_confined_worker(tls_api, tmp_path):
+    """The CA bundle travels in the policy (workers cannot read the operator's file): TLS works in a worker."""
+    root = tmp_path / "webtls"
+    (root / "scripts").mkdir(parents=True)
+    base = f"https://localhost:{tls_api.port}/api/"
+    (root / "tenant.toml").write_text(f'[[http]]\nname = "legacy_api"\nbase_url = "{base}"\n'
+                                      f'ca_bundle = "{tls_api.files["ca.pem"]}"\n')
+    tenant = load_tenant(root, resolve=lambda host, port: ("127.0.0.1",))
+    cfg = EngineConfig(limits=TenantLimits(timeout=10.0), spares_per_tenant=0, state_dir=str(tmp_path / "state"))
+    with Engine(cfg) as engine:
+        engine.configure_tenant("webtls", limits=tenant.limits, data_dir=str(tenant.data_dir),
+                                http=tenant.http_policy())
+        source = ("import http\ndef script(url, headers, callback):\n"
+                  "    callback(None, http.get(url, headers=headers)['json'])\n")
+        res = engine.invoke("webtls", path="/t/webtls/s.py", source=source, function="script",
+                            args=[base + "users?email=bob@example.com", auth(tls_api)], configuration={})
+    assert res.ok, res.error
+    assert res.result["email"] == "bob@example.com"
