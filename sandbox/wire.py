@@ -356,7 +356,7 @@ class WorkerPolicy:
     def from_wire(cls, data: Any) -> "WorkerPolicy":
         """Rebuild from ``to_wire()``; ``FrameError`` on a missing or unknown field."""
         policy = _from_wire(cls, data, "policy")
-        if type(policy.http) is not list:
+        if type(policy.http) not in (list, tuple):
             raise FrameError("bad_message", "policy.http must be a list")
         return dataclasses.replace(policy, allowed_ports=tuple(policy.allowed_ports),
                                    http=tuple(HttpEndpoint.from_wire(ep) for ep in policy.http),

@@ -91,6 +91,8 @@ def test_init_writes_a_tenant_the_server_loads(tmp_path):
                            seed_rounds=4)
         tenant = load_tenant(root)
         assert tenant.import_users is (template == "postgres")
-        if template != "sqlite":
+        if template == "webservice":  # the declared [[http]] endpoint's port
+            assert tenant.limits.allowed_ports == (8931,) and tenant.egress == (("127.0.0.1", 8931),)
+        elif template != "sqlite":
             assert tenant.limits.allowed_ports == ((5432,) if template == "postgres" else (3306,))
             assert tenant.configuration["DB_NAME"] == "legacy"
