@@ -110,10 +110,12 @@ def test_prefix_without_slash_is_the_endpoint(api, worker):
 def test_cant_request_anything_without_a_declaration(api):
     ctx = context.WorkerContext(tenant="bare")
     context.set_worker(ctx)
+    context.set_current(context.Invocation(worker=ctx, deadline=time.monotonic() + 5, log=lambda s: None))
     try:
         with pytest.raises(http.NotAllowed, match=r"declares no HTTP endpoints \(\[\[http\]\] in tenant.toml\)"):
             http.get(api.base_url + "users")
     finally:
+        context.set_current(None)
         context.set_worker(None)
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from .legacy_server import start_legacy_server
 
-ROUNDS = 4
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +51,7 @@ def make_tenant(engine, legacy_api, tmp_path):
     from scriptvisor.engine.connections import connection_of
     from scriptvisor.engine.server.tenants import load_tenant
     from scriptvisor.engine.tenantdir import init_tenant
+    from scriptvisor.engine.hashing import FAST_HASHER
     from scriptvisor.engine.userstore import UserStore
 
     made = []
@@ -62,7 +62,7 @@ def make_tenant(engine, legacy_api, tmp_path):
         root = init_tenant(tmp_path / name, "webservice", import_users)
         point_at(root, legacy_api, **point)
         tenant = load_tenant(root)
-        store = UserStore(name, path=str(tenant.state_dir / "platform.db"), rounds=ROUNDS)
+        store = UserStore(name, path=str(tenant.state_dir / "platform.db"), hasher=FAST_HASHER)
         conn = connection_of(tenant, store=store)
         engine.configure_tenant(name, limits=tenant.limits, data_dir=str(tenant.data_dir),
                                 http=tenant.http_policy())

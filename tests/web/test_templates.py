@@ -174,7 +174,7 @@ def test_migration_calls_the_legacy_login_once(engine, migrating):
     assert first["scripts_called"] == ["login"] and first["from_platform_store"] is False
     stored = migrating.store.find("alice@example.com")
     assert stored.user_id == "1"
-    assert stored.password_hash.startswith("$2b$") and "wonderland" not in stored.password_hash
+    assert stored.password_hash.startswith("$argon2id$") and "wonderland" not in stored.password_hash
     for _ in range(2):
         again = op(engine, migrating, "login", "alice@example.com", "wonderland")
         assert again["ok"] and again["scripts_called"] == [] and again["from_platform_store"] is True
