@@ -675,7 +675,7 @@ def _send(state: _WorkerState, ep: Endpoint, method: str, url: str, headers: dic
 
 
 class _HttpFacade:
-    """What ``import http`` gives a script: functions, limits and exception classes."""
+    """Requests to the tenant's declared ``[[http]]`` endpoints only; every answer is a plain dict ``{"status", "headers", "text", "json", "url"}``."""
 
     __slots__ = ()
 
@@ -699,31 +699,37 @@ class _HttpFacade:
 
     def get(self, url: str, params: Any = None, headers: Any = None, timeout: Any = None,
             raise_for_status: bool = True) -> dict[str, Any]:
+        """GET ``url``; the answer as a plain dict (4xx/5xx raise ``HttpError`` unless ``raise_for_status=False``)."""
         return request("GET", url, params=params, headers=headers, timeout=timeout,
                        raise_for_status=raise_for_status)
 
     def head(self, url: str, params: Any = None, headers: Any = None, timeout: Any = None,
              raise_for_status: bool = True) -> dict[str, Any]:
+        """HEAD ``url``: status and headers, empty text."""
         return request("HEAD", url, params=params, headers=headers, timeout=timeout,
                        raise_for_status=raise_for_status)
 
     def delete(self, url: str, params: Any = None, headers: Any = None, timeout: Any = None,
                raise_for_status: bool = True) -> dict[str, Any]:
+        """DELETE ``url``; the answer as a plain dict."""
         return request("DELETE", url, params=params, headers=headers, timeout=timeout,
                        raise_for_status=raise_for_status)
 
     def post(self, url: str, json: Any = None, data: Any = None, params: Any = None, headers: Any = None,
              timeout: Any = None, raise_for_status: bool = True) -> dict[str, Any]:
+        """POST ``json`` (plain values) or ``data`` (str, bytes or form dict) to ``url``."""
         return request("POST", url, params=params, headers=headers, json=json, data=data,
                        timeout=timeout, raise_for_status=raise_for_status)
 
     def put(self, url: str, json: Any = None, data: Any = None, params: Any = None, headers: Any = None,
             timeout: Any = None, raise_for_status: bool = True) -> dict[str, Any]:
+        """PUT ``json`` or ``data`` to ``url``."""
         return request("PUT", url, params=params, headers=headers, json=json, data=data,
                        timeout=timeout, raise_for_status=raise_for_status)
 
     def patch(self, url: str, json: Any = None, data: Any = None, params: Any = None, headers: Any = None,
               timeout: Any = None, raise_for_status: bool = True) -> dict[str, Any]:
+        """PATCH ``json`` or ``data`` to ``url``."""
         return request("PATCH", url, params=params, headers=headers, json=json, data=data,
                        timeout=timeout, raise_for_status=raise_for_status)
 
