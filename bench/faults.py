@@ -75,7 +75,7 @@ HUNG_AFTER = TIMEOUT + 13.0   # no answer by then: hung
 USERS = [(f"user{i}@example.com", f"secret-{i}", f"user{i}", True) for i in range(12)]
 WORK = ("def work(rounds, callback):\n    n = 0\n    for i in range(rounds):\n        n = n + i\n"
         "    callback(None, n)\n")
-WORK_ROUNDS = 20_000
+WORK_ROUNDS = 1_000_000
 LOGIN_SHARE = 0.3
 #: Pause of a client after a refused connection (its own retry back-off).
 REFUSED_BACKOFF = 0.05
@@ -250,19 +250,37 @@ class Load:
 
 # -- faults --------------------------------------------------------------------
 
-def _kill_random_worker(node: NodeProcess, sig: int, rng: random.Random) -> bool:
+def _busy_worker(node: NodeProcess, rng: random.Random) -> psutil.Process | None:
+    """A worker running a call (it used CPU in the last 0.1 s), else any worker.
+
+    An idle spare or standby is an easy victim (the engine just replaces it);
+    the faults are meant to hit calls in flight.
+    """
     workers = node.workers()
-    busy = []
-    for w in workers:  # prefer a worker running a call (an idle spare is an easy victim)
+    before = {}
+    for w in workers:
         try:
-            if w.status() == psutil.STATUS_RUNNING:
+            before[w.pid] = sum(w.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    time.sleep(0.1)  # the sampling window
+    busy = []
+    for w in workers:
+        try:
+            if w.pid in before and sum(w.cpu_times()[:2]) > before[w.pid]:
                 busy.append(w)
         except psutil.NoSuchProcess:
             pass
-    if not workers:
+    pool = busy or workers
+    return rng.choice(pool) if pool else None
+
+
+def _signal_worker(node: NodeProcess, sig: int, rng: random.Random) -> bool:
+    victim = _busy_worker(node, rng)
+    if victim is None:
         return False
     try:
-        rng.choice(busy or workers).send_signal(sig)
+        victim.send_signal(sig)
         return True
     except psutil.NoSuchProcess:
         return False
@@ -273,7 +291,7 @@ def inject(fault: str, node: NodeProcess, pg: PrivatePostgres, rng: random.Rando
     if fault == "worker_kill":
         n = 0
         for i in range(5):
-            n += _kill_random_worker(node, signal.SIGKILL, rng)
+            n += _signal_worker(node, signal.SIGKILL, rng)
             if i < 4:
                 time.sleep(0.5)  # spacing of the injected faults (the load runs meanwhile)
         return f"{n} workers SIGKILLed"
@@ -288,7 +306,7 @@ def inject(fault: str, node: NodeProcess, pg: PrivatePostgres, rng: random.Rando
         pg.restart()
         return f"private PostgreSQL restarted (pg_ctl restart -m fast, {time.monotonic() - t:.1f} s)"
     if fault == "sigstop_worker":
-        return "a worker SIGSTOPped" if _kill_random_worker(node, signal.SIGSTOP, rng) else "no worker found"
+        return "a worker SIGSTOPped" if _signal_worker(node, signal.SIGSTOP, rng) else "no worker found"
     if fault == "sigstop_server":
         node.proc.send_signal(signal.SIGSTOP)
         time.sleep(2.0)  # the fault's length
