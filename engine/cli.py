@@ -69,6 +69,15 @@ def _engine_config(timeout: float | None, spares: int = 0) -> EngineConfig:
     return EngineConfig(limits=limits, spares_per_tenant=spares)
 
 
+def _check_tenant_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from .names import tenant_name_problem
+
+    problem = tenant_name_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="scriptvisor")
 def main() -> None:
@@ -79,19 +88,39 @@ def main() -> None:
 @click.argument("script", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("args", nargs=-1)
 @click.option("--fn", "function", help="Function to call (default: the file's stem).")
-@click.option("--tenant", default="local", show_default=True, help="Tenant the worker is bound to.")
+@click.option("--tenant", default="local", show_default=True, callback=_check_tenant_name,
+              help="Tenant the worker is bound to (lowercase letters, digits, '-', '_').")
+@click.option("--tenant-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Run DIR/scripts/SCRIPT.py as that tenant: its tenant.toml configuration, data "
+                   "directory, egress and limits (SCRIPT is then a name, e.g. login).")
 @click.option("--config", "config_pairs", multiple=True, metavar="KEY=VALUE",
               help="A configuration value (JSON when it parses, else a string). Repeatable.")
 @click.option("--timeout", type=click.FloatRange(min=0.001), help="Wall clock per call, seconds.")
 @click.option("--batch", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON lines file: one JSON array of arguments per call, run in order.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per call.")
-def run(script: Path, args: tuple[str, ...], function: str | None, tenant: str,
-        config_pairs: tuple[str, ...], timeout: float | None, batch: Path | None, as_json: bool) -> None:
-    """Run SCRIPT with ARGs (callback is appended) on the sandbox engine."""
+@click.pass_context
+def run(ctx: click.Context, script: Path, args: tuple[str, ...], function: str | None, tenant: str,
+        tenant_dir: Path | None, config_pairs: tuple[str, ...], timeout: float | None, batch: Path | None,
+        as_json: bool) -> None:
+    """Run SCRIPT with ARGs (callback is appended) on the sandbox engine.
+
+    With --tenant-dir DIR, SCRIPT names a script of that tenant folder and runs
+    with everything the server would give it (the local "Try" button).
+    """
     from .api import Engine, load_script
 
     configuration = parse_config(config_pairs)
+    settings: dict[str, Any] | None = None
+    if tenant_dir is not None:
+        if ctx.get_parameter_source("tenant") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("--tenant-dir names the tenant (its folder name): drop --tenant")
+        script, tenant, base_config, settings = _tenant_script(tenant_dir, script)
+        configuration = {**base_config, **configuration}  # --config overrides for a try-out
+        if timeout is not None:
+            import dataclasses
+
+            settings["limits"] = dataclasses.replace(settings["limits"], timeout=timeout)
     try:
         source = load_script(script)
     except InvocationError as exc:
@@ -127,7 +156,12 @@ def run(script: Path, args: tuple[str, ...], function: str | None, tenant: str,
 
     failed = False
     try:
-        with Engine(_engine_config(timeout, spares=1 if batch is not None else 0)) as eng:
+        spares = 1 if batch is not None else 0
+        cfg = (_engine_config(timeout, spares) if settings is None
+               else EngineConfig(limits=settings["limits"], spares_per_tenant=spares))
+        with Engine(cfg) as eng:
+            if settings is not None:
+                eng.configure_tenant(tenant, **settings)
             for call in calls:
                 if isinstance(call, InvocationError):
                     res = Result.failure(call)
@@ -142,7 +176,67 @@ def run(script: Path, args: tuple[str, ...], function: str | None, tenant: str,
     except InvocationError as exc:
         click.echo(_dump(Result.failure(exc).to_dict()) if as_json else f"error: {exc.message}")
         sys.exit(EXIT_FAILED)
+    if failed and tenant_dir is None:
+        folder = _owning_tenant_folder(script)
+        if folder is not None:
+            click.echo(f"hint: {script} belongs to the tenant folder {folder}; run it with its configuration, "
+                       f"data directory and egress: {_self_command()} run --tenant-dir {folder} {script.stem} ...",
+                       err=True)
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _self_command() -> str:
+    """How to call this CLI again from the current shell, for hints.
+
+    After the Quickstart ``scriptvisor`` lives in ``.venv/bin`` and is not on
+    PATH, so a hint saying plain ``scriptvisor`` would fail as printed.
+    """
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0.endswith((".py", "__main__.py")) or not argv0:
+        return f"{sys.executable} -m scriptvisor.engine.cli"
+    on_path = shutil.which("scriptvisor")
+    if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+        return "scriptvisor"
+    resolved = Path(argv0).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
+
+
+def _tenant_script(tenant_dir: Path, script: Path) -> tuple[Path, str, dict[str, Any], dict[str, Any]]:
+    """(script path, tenant name, configuration, engine settings) for ``run --tenant-dir``."""
+    from .server.tenants import SCRIPT_NAME, TenantConfigError, load_tenant
+
+    try:
+        t = load_tenant(tenant_dir)
+    except TenantConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    name = script.name[:-3] if script.name.endswith(".py") else script.name
+    if script.parent != Path(".") and script.parent.resolve() != t.scripts_dir.resolve():
+        raise click.UsageError(f"with --tenant-dir, SCRIPT is the name of a script in {t.scripts_dir} "
+                               f"(e.g. {name}), not a path elsewhere")
+    path = t.script_path(name)
+    if path is None:
+        have = sorted(p.stem for p in t.scripts_dir.glob("*.py"))
+        why = "" if SCRIPT_NAME.match(name) else " (script names are Python identifiers)"
+        raise click.UsageError(f"tenant {t.name!r} has no script {name!r}{why}; its scripts: "
+                               f"{', '.join(have) or 'none'}")
+    return path, t.name, dict(t.configuration), t.engine_settings()
+
+
+def _owning_tenant_folder(script: Path) -> Path | None:
+    """The tenant folder a script file lives in (``DIR/scripts/x.py`` with ``DIR/tenant.toml``)."""
+    parent = script.resolve().parent
+    if parent.name == "scripts" and (parent.parent / "tenant.toml").is_file():
+        try:
+            return parent.parent.relative_to(Path.cwd())
+        except ValueError:
+            return parent.parent
+    return None
 
 
 @main.command()
@@ -365,8 +459,8 @@ def init(tenant_dir: Path, template: str, import_users: bool) -> None:
         raise click.UsageError(str(exc)) from None
     click.echo(f"created tenant folder {root} ({template}, import_users = {str(import_users).lower()})")
     if template == "webservice":
-        click.echo(f"start the reference legacy API: scriptvisor legacy-api --tenant-dir {root}")
-    click.echo(f"try: scriptvisor connection login --tenant-dir {root} alice@example.com wonderland")
+        click.echo(f"start the reference legacy API: {_self_command()} legacy-api --tenant-dir {root}")
+    click.echo(f"try: {_self_command()} connection login --tenant-dir {root} alice@example.com wonderland")
 
 
 @main.command("legacy-api")

@@ -779,8 +779,7 @@ def run_operation(tenant_dir: str | os.PathLike[str], operation: str, args: list
     _Run(conn, operation, args)  # validate the arity before starting an engine
     cfg = engine_config or EngineConfig(limits=tenant.limits, spares_per_tenant=0)
     with Engine(cfg) as eng:
-        eng.configure_tenant(conn.tenant, limits=tenant.limits, data_dir=str(tenant.data_dir),
-                            http=tenant.http_policy())
+        eng.configure_tenant(conn.tenant, **tenant.engine_settings())
         return run_operation_on(eng, conn, operation, args)
 
 

@@ -26,7 +26,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -43,12 +42,12 @@ from .config import EngineConfig, TenantLimits
 from .errors import (
     BadRequest, Crash, EngineUnavailable, InvocationError, Overloaded, ProtocolError, Timeout,
 )
+from .names import tenant_name_problem
 from .result import Result
 from .worker import Channel, Job, JobState, WorkerHandle, WorkerState
 
 log = logging.getLogger("scriptvisor.supervisor")
 
-TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 #: How long to wait for the zygote's exit report after a worker's EOF before
 #: reporting the crash without an exit status.
@@ -259,8 +258,9 @@ class Supervisor:
     def configure_tenant(self, name: str, limits: TenantLimits | None = None,
                          data_dir: str | None = None,
                          http: tuple[HttpEndpoint, ...] | None = None) -> TenantPool:
-        if not TENANT_NAME.match(name or ""):
-            raise ValueError(f"invalid tenant name {name!r}: use letters, digits, '_', '.', '-' (max 63)")
+        problem = tenant_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
         pool = self.pools.get(name)
         if pool is None:
             pool = TenantPool(name, limits or self.config.limits, data_dir, tuple(http or ()))

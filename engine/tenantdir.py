@@ -27,6 +27,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from scriptvisor.engine.names import tenant_name_problem
 from scriptvisor.engine.server.tenants import TENANT_NAME
 from scriptvisor.sandbox.facades.crypto import DEFAULT_ROUNDS, hash_password
 
@@ -93,8 +94,8 @@ def init_tenant(tenant_dir: str | os.PathLike[str], template: str, import_users:
         raise InitError(f"template folder {source} is missing: the installation is incomplete; reinstall scriptvisor")
     root = Path(tenant_dir)
     if not TENANT_NAME.match(root.resolve().name):
-        raise InitError(f"tenant folder name {root.resolve().name!r} is not a valid tenant name: "
-                        "use lowercase letters, digits, '-' and '_' (it becomes the tenant name)")
+        raise InitError(f"tenant folder name {root.resolve().name!r} becomes the tenant name: "
+                        + str(tenant_name_problem(root.resolve().name)))
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InitError(f"{root} exists and is not an empty folder; choose a new one")
     (root / "scripts").mkdir(parents=True, exist_ok=True)

@@ -179,10 +179,13 @@ async def _serve(
     try:
         async with AsyncEngine(cfg) as engine:
             def on_load(tenant: Tenant) -> None:
-                engine.configure_tenant(tenant.name, limits=tenant.limits, data_dir=str(tenant.data_dir),
-                                         http=tenant.http_policy())
+                engine.configure_tenant(tenant.name, **tenant.engine_settings())
                 oplog.write("tenant_loaded", tenant=tenant.name, import_users=tenant.import_users,
                             tokens=len(tenant.token_hashes))
+                if not tenant.token_hashes:
+                    oplog.write("tenant_without_token", level="warning", tenant=tenant.name,
+                                hint=f"no caller can use it yet: scriptvisor token create {tenant.name} "
+                                     f"--tenants {tenants_dir}")
 
             def on_error(name: str, err: TenantConfigError) -> None:
                 oplog.write("tenant_invalid", tenant=name, error=str(err))

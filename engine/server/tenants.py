@@ -57,6 +57,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from scriptvisor.engine import names as _names
 from scriptvisor.engine.config import TenantLimits
 from scriptvisor.sandbox.facades import web as _web
 
@@ -69,8 +70,8 @@ __all__ = [
     "load_tenant",
 ]
 
-#: Tenant folder names: they appear in URLs, metrics labels and uids.
-TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: Tenant folder names: they appear in URLs, metrics labels and uids (engine.names: one rule everywhere).
+TENANT_NAME = _names.TENANT_NAME
 #: Script names: a Python identifier, so ``scripts/<name>.py`` defines ``<name>``.
 SCRIPT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 #: How token hashes are written in tenant.toml.
@@ -158,6 +159,15 @@ class Tenant:
     @property
     def config_file(self) -> Path:
         return self.root / "tenant.toml"
+
+    def engine_settings(self) -> dict[str, Any]:
+        """Keyword arguments of ``Engine.configure_tenant`` for this tenant.
+
+        One place for what a tenant's workers get (limits, data directory, and
+        whatever the engine learns to confine by), shared by the server,
+        ``scriptvisor connection`` and ``scriptvisor run --tenant-dir``.
+        """
+        return {"limits": self.limits, "data_dir": str(self.data_dir), "http": self.http_policy()}
 
     def script_path(self, script: str) -> Path | None:
         """``scripts/<script>.py`` if the name is valid and the file exists."""
@@ -387,7 +397,7 @@ def load_tenant(
     name = root.name
     file = root / "tenant.toml"
     if not TENANT_NAME.match(name):
-        raise TenantConfigError(root, None, "tenant folder name must match [a-z0-9][a-z0-9_-]{0,62}")
+        raise TenantConfigError(root, None, f"tenant folder name: use {_names.TENANT_NAME_RULE}")
     try:
         stamp = _stamp(file)
         with open(file, "rb") as fh:
