@@ -745,16 +745,24 @@ END_USER_ERROR_FIELDS = frozenset({"code", "name", "message", "field", "fields",
                                    "retry_after", "operation"})
 
 
+#: Result fields an end user's response keeps: which scripts ran, whether the
+#: store answered or a user was just migrated, and the scripts' log lines all
+#: tell a migrated user from an unknown one.
+END_USER_RESULT_FIELDS = frozenset({"ok", "result", "error", "duration_ms", "operation"})
+
+
 def end_user_view(result: dict[str, Any]) -> dict[str, Any]:
     """``result`` as an end user may see it: no account-existence hints, no other users' ids or emails."""
+    out = {k: v for k, v in result.items() if k in END_USER_RESULT_FIELDS}
+    out["logs"] = []  # the scripts' own lines are for the operator (the log stream has them)
     error = result.get("error")
-    if not isinstance(error, dict):
-        return result
-    kept = {k: v for k, v in error.items() if k in END_USER_ERROR_FIELDS}
-    if error.get("code") == "contract_violation":
-        kept["message"] = "the account could not be resolved; the operator has the details"
-        kept.pop("field", None)
-    return {**result, "error": kept}
+    if isinstance(error, dict):
+        kept = {k: v for k, v in error.items() if k in END_USER_ERROR_FIELDS}
+        if error.get("code") == "contract_violation":
+            kept["message"] = "the account could not be resolved; the operator has the details"
+            kept.pop("field", None)
+        out["error"] = kept
+    return out
 
 
 def _store_unavailable(exc: Exception) -> dict[str, Any]:
