@@ -521,6 +521,41 @@ def connection(operation: str, args: tuple[str, ...], tenant_dir: Path, as_json:
     sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
 
 
+@main.group("script")
+def script_group() -> None:
+    """Scripts on several nodes: push one to every node, compare what nodes serve."""
+
+
+_NODE = click.option("--node", "nodes", multiple=True, required=True, metavar="URL",
+                     help="A node's own URL (not the load balancer); repeat for every node.")
+_TOKEN = click.option("--token", envvar="SCRIPTVISOR_TOKEN", show_envvar=True, required=True,
+                      help="The tenant's token (or the admin token); set it in the environment.")
+
+
+@script_group.command("push")
+@click.argument("tenant")
+@click.argument("script")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@_NODE
+@_TOKEN
+def script_push(tenant: str, script: str, file: Path, nodes: tuple[str, ...], token: str) -> None:
+    """Save FILE as TENANT's SCRIPT on every node, then check they all serve it (exit 1 if not)."""
+    from .server.push import push
+
+    sys.exit(push(list(nodes), tenant, script, file.read_text(encoding="utf-8"), token, echo=click.echo))
+
+
+@script_group.command("compare")
+@click.argument("tenant")
+@_NODE
+@_TOKEN
+def script_compare(tenant: str, nodes: tuple[str, ...], token: str) -> None:
+    """Exit 1, naming each script, when the nodes do not serve identical scripts for TENANT."""
+    from .server.push import compare
+
+    sys.exit(compare(list(nodes), tenant, token, echo=click.echo))
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks against the peer runtimes (peers: pip install 'scriptvisor[bench]')."""

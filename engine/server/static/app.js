@@ -262,9 +262,12 @@
     if (r.status === 200) {
       current.sha = r.data.sha256;
       current.dirty = false;
+      // name the node: with a folder per node a save changes that node only (docs/scaling.md)
+      const node = r.headers.get("X-Scriptvisor-Node");
+      const where = node ? ` on node ${node}` : "";
       $("save-state").textContent = r.data.kept_version
-        ? `saved (${r.data.sha256.slice(0, 10)}); the previous content is version ${r.data.kept_version}`
-        : `saved (${r.data.sha256.slice(0, 10)}); nothing changed`;
+        ? `saved${where} (${r.data.sha256.slice(0, 10)}); the previous content is version ${r.data.kept_version}`
+        : `saved${where} (${r.data.sha256.slice(0, 10)}); nothing changed`;
       renderVersions(r.data.versions);
       return;
     }
