@@ -569,7 +569,9 @@ class Supervisor:
         w.transition(WorkerState.IDLE)
         self._finish(job, result)
         if self._should_recycle(w):
-            self.retire_worker(w, "planned")
+            pool = self.pools.get(w.tenant)
+            self.retire_worker(w, "operator" if pool is not None and w.spawned_at < pool.recycle_before
+                               else "planned")
         else:
             # _worker_free expects an IDLE worker that is not in the idle list
             self._worker_free(w)
