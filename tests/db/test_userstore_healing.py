@@ -6,7 +6,7 @@
 
 The shared PostgreSQL server on 127.0.0.1:5432 is used by other test runs at
 the same time, so it is never restarted here: a "restart" is simulated by
-terminating every backend of this test's own database with
+terminating every backend of a database of the test's own with
 ``pg_terminate_backend`` (what clients of a restarted server see: every
 pooled connection is dead).  Each test uses its own database (conftest).
 """
@@ -39,8 +39,23 @@ def _terminate_backends(params: dict) -> int:
     return len(rows)
 
 
+@pytest.fixture
+def own_db(pg_database):
+    """Connect kwargs of a fresh database of this test's own (killed or stalled without touching others')."""
+    import secrets
+
+    name = f"scriptvisor_own_{secrets.token_hex(4)}"
+    admin = psycopg.connect(autocommit=True, **{**pg_database, "dbname": "postgres"})
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield {**pg_database, "dbname": name}
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
 @pytest.mark.db
-def test_postgres_store_reconnects_after_its_connections_are_killed(engine, make_tenant, pg_database):
+def test_postgres_store_reconnects_after_its_connections_are_killed(engine, make_tenant, own_db):
     """The first login after the store's server connections died succeeds (no node restart).
 
     Simulated restart: ``pg_terminate_backend`` on every backend of this
@@ -48,11 +63,11 @@ def test_postgres_store_reconnects_after_its_connections_are_killed(engine, make
     """
     conn = make_tenant("sqlite", True)
     conn.store.close()
-    conn.store = UserStore(conn.tenant, dsn=_dsn(pg_database), hasher=FAST_HASHER)
+    conn.store = UserStore(conn.tenant, dsn=_dsn(own_db), hasher=FAST_HASHER)
     try:
         first = run_operation_on(engine, conn, "login", ["alice@example.com", "wonderland"])
         assert first["ok"] and first["migrated"] is True
-        assert _terminate_backends(pg_database) >= 1
+        assert _terminate_backends(own_db) >= 1
         again = run_operation_on(engine, conn, "login", ["alice@example.com", "wonderland"])
         assert again["ok"], again["error"]
         assert again["from_platform_store"] is True and again["result"]["user_id"] == "1"
@@ -102,23 +117,8 @@ def test_sqlite_statement_is_bounded_by_the_remaining_time(tmp_path):
     store.close()
 
 
-@pytest.fixture
-def stalled_db(pg_database):
-    """Connect kwargs of a second fresh database: tenant A's store, which the test stalls."""
-    import secrets
-
-    name = f"scriptvisor_stall_{secrets.token_hex(4)}"
-    admin = psycopg.connect(autocommit=True, **{**pg_database, "dbname": "postgres"})
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield {**pg_database, "dbname": name}
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-
 @pytest.mark.db
-def test_another_tenants_login_is_unaffected_by_a_stalled_store(tmp_path, pg_database, stalled_db):
+def test_another_tenants_login_is_unaffected_by_a_stalled_store(tmp_path, pg_database, own_db):
     """Ten migration logins of tenant A wait on a lock in A's store; tenant B's login completes meanwhile.
 
     A's store (its own database) is stalled by a transaction holding an
@@ -133,10 +133,10 @@ def test_another_tenants_login_is_unaffected_by_a_stalled_store(tmp_path, pg_dat
 
     a = make_connection("stalla", tmp_path / "a", "sqlite", None, True)
     b = make_connection("stallb", tmp_path / "b", "sqlite", None, False)
-    for conn, params in ((a, stalled_db), (b, pg_database)):
+    for conn, params in ((a, own_db), (b, pg_database)):
         conn.store.close()
         conn.store = UserStore(conn.tenant, dsn=_dsn(params), hasher=FAST_HASHER)
-    blocker = psycopg.connect(**stalled_db)
+    blocker = psycopg.connect(**own_db)
     blocker.execute("LOCK TABLE sv_users IN ACCESS EXCLUSIVE MODE")
 
     async def main():
