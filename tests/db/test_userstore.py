@@ -132,3 +132,20 @@ def test_keys_made_by_an_earlier_version_are_recomputed_once(make_store):
     upgraded = make_store()
     assert upgraded.find("bob@example.com").user_id == "7" and upgraded.key_conflicts == []
     assert upgraded.seen_user_id("STRASSE@example.com", "7", "get_user") is None  # same key now: no conflict
+
+
+def test_bcrypt_hashes_in_the_store_are_rehashed_to_argon2id_on_login(make_store):
+    """Rows hashed with bcrypt by earlier versions: verified, then replaced by argon2id on the next good login."""
+    from scriptvisor.sandbox.facades.crypto import hash_password
+
+    store = make_store()
+    user = store.insert(StoredUser("1", "alice@example.com", hash_password("wonderland", 4), False, {}))
+    assert store.check_and_upgrade(user, "not-it") is False
+    assert store.find_by_id("1").password_hash.startswith("$2b$04$")  # a failed login changes nothing
+    assert store.check_and_upgrade(user, "wonderland") is True
+    stored = store.find_by_id("1").password_hash
+    assert stored.startswith("$argon2id$") and store.hasher.verify(stored, "wonderland")
+    # a password over 72 bytes only ever matched a bcrypt hash on its first 72: kept as bcrypt, not pinned
+    long_user = store.insert(StoredUser("2", "long@example.com", hash_password("A" * 80, 4), False, {}))
+    assert store.check_and_upgrade(long_user, "A" * 80) is True
+    assert store.find_by_id("2").password_hash.startswith("$2b$04$")
