@@ -67,7 +67,7 @@ def browser() -> Iterator[Any]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1050", "--no-first-run", "--disable-extensions",
+                "--window-size=1400,1250", "--no-first-run", "--disable-extensions",
                 "--disable-background-networking", "--disable-sync", f"--user-data-dir={profile}"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=driver_bin), options=opts)
@@ -200,13 +200,22 @@ def test_tenant_edits_checks_saves_tries_sees_its_log_live_and_rolls_back(browse
     _wait(d, lambda d: any("greet" in r.text and "ok" in r.text for r in _css(d, "#invocations tr")),
           "recent invocation listed")
 
+    screenshot(d, "console-tenant.png")
+
     # filter and pause act on the live view
     _by_id(d, "log-filter").send_keys("nothing-matches-this")
     assert all(not li.is_displayed() for li in _css(d, "#log-lines li"))
     _by_id(d, "log-filter").clear()
     _by_id(d, "log-filter").send_keys("says hi")
     assert any(li.is_displayed() for li in _css(d, "#log-lines li"))
-    screenshot(d, "console-tenant.png")
+    _by_id(d, "log-filter").clear()
+    _by_id(d, "log-pause").click()
+    with site.client("acme") as c:
+        assert c.post("/v1/tenants/acme/scripts/greet", json={"args": ["bo"]}).json()["result"] == "v2 bo"
+    _wait(d, _text_in("log-pause", "Resume (3 new)"), "held while paused: start, log line, result")
+    assert "to bo" not in _by_id(d, "log-lines").text
+    _by_id(d, "log-pause").click()
+    _wait(d, _text_in("log-lines", "saved v2 says hi to bo"), "shown on resume")
 
     # one click rolls back to version 1, on disk and in the editor
     _css(d, '#versions li[data-version="1"] button')[0].click()
