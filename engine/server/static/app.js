@@ -441,7 +441,12 @@
     } catch (e) {
       return retryStream(state);
     }
-    if (resp.status !== 200) { setStreamState("stream: HTTP " + resp.status, "bad"); return; }
+    if (resp.status !== 200) {
+      setStreamState("stream: HTTP " + resp.status, "bad");
+      // too many open streams (429) or a draining node (503) pass; a refused token does not
+      if (resp.status === 429 || resp.status === 503) retryStream(state, 5000);
+      return;
+    }
     setStreamState("live", "ok");
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
@@ -470,10 +475,10 @@
     retryStream(state);
   }
 
-  function retryStream(state) {
+  function retryStream(state, delay) {
     if (current !== state || state.stream.signal.aborted) return;
-    setStreamState("reconnecting", "bad");
-    setTimeout(() => { if (current === state) startStream(); }, 1000);
+    if (!delay) setStreamState("reconnecting", "bad");
+    setTimeout(() => { if (current === state) startStream(); }, delay || 1000);
   }
 
   function togglePause() {
