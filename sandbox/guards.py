@@ -27,6 +27,7 @@ from __future__ import annotations
 import _string  # the C parser behind str.format; host-side only
 import builtins
 import operator
+import sys
 import types
 import weakref
 from collections.abc import Mapping
@@ -574,6 +575,18 @@ def thaw(value: Any) -> Any:
 # import
 
 
+#: Stdlib modules that C code imports lazily *through the calling frame's
+#: ``__import__``* (``PyImport_Import``), i.e. through this hook when a script
+#: calls that C function directly: on Python 3.13 ``datetime.strptime``
+#: imports ``_strptime`` on every call.  ``facades/stdlib.py`` imports them in
+#: the zygote, before confinement; this hook then only has to let the
+#: interpreter find them in ``sys.modules``, and returns ``None``, never the
+#: module (``PyImport_Import`` discards the result and reads ``sys.modules``
+#: itself).  A script cannot ask for them: RestrictedPython refuses ``import``
+#: of ``_`` names at compile time.
+HOST_LAZY_IMPORTS: frozenset[str] = frozenset({"_strptime"})
+
+
 def guarded_import(name: Any, globals: Any = None, locals: Any = None,
                    fromlist: Any = (), level: int = 0) -> Any:
     """The script's ``__import__``: allowlisted facade objects only, never a module.
@@ -586,6 +599,8 @@ def guarded_import(name: Any, globals: Any = None, locals: Any = None,
     from scriptvisor.sandbox import facades  # late: facades import this module's helpers
 
     name = _exact_name(name)
+    if level == 0 and name in HOST_LAZY_IMPORTS and name in sys.modules:
+        return None
     if level != 0 or name not in facades.FACADES:
         raise ImportError(f"module {name!r} is not available to scripts "
                           f"(allowed: {', '.join(sorted(facades.FACADES))})")

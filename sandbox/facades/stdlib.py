@@ -108,8 +108,9 @@ json = SimpleNamespace(dumps=_json_dumps, loads=_json_loads, JSONDecodeError=_js
 
 # --------------------------------------------------------------------------- datetime
 
-# datetime.strptime imports _strptime on first use: do it now (zygote), not
-# after confinement.
+# datetime.strptime imports _strptime on first use (3.11/3.12) or on every
+# call (3.13, through the caller's __import__: guards.HOST_LAZY_IMPORTS): do
+# the import now, in the zygote, not after confinement.
 _datetime.datetime.strptime("2000", "%Y")
 
 datetime = SimpleNamespace(

@@ -309,6 +309,45 @@ def test_cant_import_modules_at_runtime_through_hook(run):
         guards.guarded_import("json", level=1)
 
 
+@pytest.mark.parametrize("stmt", ["import _strptime", "from _strptime import _strptime_datetime",
+                                  "import _strptime as s"])
+def test_cant_import_host_lazy_module_by_name(run, stmt):
+    # datetime.strptime's C code imports _strptime through the script's
+    # __import__ (3.13); the script itself cannot name it (compiler layer)
+    err = error_of(run(f"""
+        {stmt}
+        def script(callback):
+            callback()
+    """))
+    assert err["code"] == "compile_error", err
+    assert any("_strptime" in e for e in err["errors"]), err["errors"]
+
+
+def test_cant_get_host_lazy_module_from_the_import_hook():
+    # the hook lets the interpreter's own lazy import through, but hands back
+    # None, never the module; relative forms and unloaded modules are refused
+    from scriptvisor.sandbox import guards
+    from scriptvisor.sandbox.facades import stdlib  # noqa: F401  (what the zygote preloads)
+    assert "_strptime" in sys.modules
+    assert guards.guarded_import("_strptime", None, None, ["__doc__"], 0) is None
+    assert guards.guarded_import("_strptime") is None
+    with pytest.raises(ImportError):
+        guards.guarded_import("_strptime", level=1)
+    with pytest.raises(ImportError):
+        guards.guarded_import("_datetime")
+
+
+def test_strptime_runs_through_the_facade_on_every_python(run):
+    out = run("""
+        from datetime import datetime
+        def script(callback):
+            d = datetime.strptime("2024-02-29 23:59:58", "%Y-%m-%d %H:%M:%S")
+            callback(None, [d.isoformat(), datetime.strptime("5", "%d").day])
+    """)
+    assert out["ok"], out
+    assert out["result"] == ["2024-02-29T23:59:58", 5]
+
+
 @pytest.mark.parametrize("stmt", ["from json import decoder", "from log import os",
                                   "from re import _regex", "from time import sys"])
 def test_cant_import_submodules_or_hidden_names_of_facades(run, stmt):
