@@ -206,7 +206,7 @@ class Zygote:
         code = wire.EXIT_BOOT_ERROR
         try:
             signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             # SIGXFSZ: Python ignores it by default so writes past RLIMIT_FSIZE
             # raise EFBIG; keep it ignored in workers for a clean error.
@@ -312,6 +312,7 @@ class Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the supervisor decides when we stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C in a terminal reaches the whole group
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)   # the server's log-reopen signal, if sent to the group
         self.preload()
         self.send({"t": "hello", "pid": os.getpid(), "layers": self.layers})
         sel = selectors.DefaultSelector()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate requirements/lock.txt: exact versions + sha256 hashes of every
+# Regenerate requirements/lock.txt (and requirements/runtime.txt, its subset
+# for a production node without the extras): exact versions + sha256 hashes of every
 # package the default install and the `test` and `bench` extras need, resolved
 # for Python 3.11 with markers that hold on 3.12 and 3.13 too (one universal
 # lock; scripts/install.sh, scripts/test.sh and the wheel smoke install from it).
@@ -32,4 +33,13 @@ UV_CUSTOM_COMPILE_COMMAND="bash scripts/lock.sh" \
     --universal --python-version 3.11 \
     --generate-hashes --quiet \
     --output-file requirements/lock.txt "$@"
-echo "requirements/lock.txt: $(grep -c '^[a-zA-Z]' requirements/lock.txt) pinned packages" >&2
+# The node's runtime set (no extras), at exactly the versions above: what
+# deploy/README.md installs next to the wheel on a production node.
+UV_CUSTOM_COMPILE_COMMAND="bash scripts/lock.sh" \
+"$TOOL/bin/uv" pip compile pyproject.toml \
+    --constraint requirements/lock.txt \
+    --universal --python-version 3.11 \
+    --generate-hashes --quiet \
+    --output-file requirements/runtime.txt
+echo "requirements/lock.txt: $(grep -c '^[a-zA-Z]' requirements/lock.txt) pinned packages;" \
+     "requirements/runtime.txt: $(grep -c '^[a-zA-Z]' requirements/runtime.txt)" >&2

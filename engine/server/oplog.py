@@ -9,7 +9,9 @@ default info) are not written.  A line written while the server handles an
 invocation carries that ``invocation_id``.
 
 Lines go to stderr by default or to a file (opened in append mode, line
-buffered, so ``tail -f`` and log shippers see whole lines).  Fields of an
+buffered, so ``tail -f`` and log shippers see whole lines).  ``reopen()``
+(the server calls it on SIGHUP) opens the path again, so logrotate can move
+the file away and signal the server (deploy/logrotate/scriptvisor).  Fields of an
 invocation line: ``ts``, ``event="invocation"``, ``tenant``, ``script`` (or
 ``operation``), ``invocation_id``, ``outcome`` (``ok`` or the error code),
 ``duration_ms``, ``worker_pid``, ``recycle`` (why the worker was replaced, when
@@ -52,8 +54,28 @@ class OperatorLog:
         self.level = level
         self._threshold = LEVELS[level]
         self._owned = path is not None
+        self._path = path
         self._out: IO[str] = open(path, "a", buffering=1, encoding="utf-8") if path else (stream or sys.stderr)
         self._lock = threading.Lock()  # whole lines even if a thread logs too
+
+    def reopen(self) -> bool:
+        """Open the log file's path again (after logrotate moved it); False for a stream.
+
+        If the path cannot be opened the old file stays in use and the
+        failure is written to it.
+        """
+        if not self._owned or self._path is None:
+            return False
+        try:
+            fresh = open(self._path, "a", buffering=1, encoding="utf-8")
+        except OSError as exc:
+            self.write("log_reopen_failed", path=self._path, error=str(exc))
+            return False
+        with self._lock:
+            old, self._out = self._out, fresh
+        old.close()
+        self.write("log_reopened", path=self._path)
+        return True
 
     def write(self, event: str, *, level: str | None = None, **fields: Any) -> None:
         level = level or EVENT_LEVELS.get(event, "info")

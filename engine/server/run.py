@@ -12,6 +12,11 @@ Lifecycle::
            its deadline, which the engine enforces by killing the worker)
     stop workers and the zygote (AsyncEngine.__aexit__), exit 0
 
+systemd: with ``$NOTIFY_SOCKET`` set (``Type=notify``) the server sends
+``READY=1`` once it listens with its tenants loaded and ``STOPPING=1`` when
+the drain starts (``sdnotify``).  SIGHUP reopens the ``--log-file`` (for
+logrotate) and is otherwise harmless.
+
 Signals: uvicorn installs its handlers with ``signal.signal``; ours only
 schedules ``_begin_drain`` on the loop (``call_soon_threadsafe`` is safe from a
 signal handler) and asks uvicorn to exit.  Unlike stock uvicorn we do not
@@ -45,6 +50,7 @@ from .metrics import ServerMetrics
 from .node import NodeHeader, node_id
 from .oplog import OperatorLog, install_logging
 from .statedir import ServerStateDir, server_state_dir
+from .sdnotify import Notifier, take_socket
 from .tenants import Tenant, TenantConfigError, TenantRegistry
 
 __all__ = ["EXAMPLE_SOURCE", "EXAMPLE_TENANTS", "EXAMPLE_TOKEN", "serve"]
@@ -158,9 +164,17 @@ async def _serve(
     from scriptvisor.engine import AsyncEngine  # the engine package imports lazily: CLI start-up stays fast
 
     loop = asyncio.get_running_loop()
+    notifier = Notifier(take_socket())  # before the zygote starts: it must not inherit the address
     oplog = OperatorLog(log_file, level=log_level)
     # every line this process logs (ours, the engine's, uvicorn's) is one JSON line
     uninstall_logging = install_logging(oplog)
+
+    def reopen_log() -> None:
+        notifier.send(RELOADING=1, STATUS="reopening the log file")
+        oplog.reopen()
+        notifier.send(READY=1, STATUS=f"listening on {host}:{bound_port}")
+
+    loop.add_signal_handler(signal.SIGHUP, reopen_log)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     node = node_id(bound_port)  # X-Scriptvisor-Node on every response (deploy/, docs/scaling.md)
@@ -220,6 +234,7 @@ async def _serve(
                     state.draining = True
                     server.stop_accepting()
                     oplog.write("draining", in_flight=state.in_flight)
+                    notifier.send(STOPPING=1, STATUS=f"draining {state.in_flight} call(s)")
                 hub.close()
 
             server = _Server(config, lambda: loop.call_soon_threadsafe(begin_drain))
@@ -229,11 +244,13 @@ async def _serve(
             print(f"scriptvisor listening on http://{host}:{bound_port}", flush=True)
             if announce:
                 print(announce.format(host=host, port=bound_port), flush=True)
+            notifier.send(READY=1, STATUS=f"listening on {host}:{bound_port}", MAINPID=os.getpid())
             await server.serve(sockets=[sock])
             state.ready = False
         oplog.write("stopped")
     finally:
         owned.release()
+        loop.remove_signal_handler(signal.SIGHUP)
         sock.close()
         uninstall_logging()
         oplog.close()

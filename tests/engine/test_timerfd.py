@@ -29,3 +29,13 @@ def test_disarmed_timerfd_never_fires():
         assert select.select([tfd.fd], [], [], 0.05)[0] == []
     finally:
         tfd.close()
+
+
+def test_backend_is_os_timerfd_where_the_interpreter_has_it():
+    import os
+    import sys
+
+    from scriptvisor.engine import timerfd
+    expected = "os" if sys.version_info >= (3, 13) else "ctypes"
+    assert timerfd.BACKEND == expected
+    assert hasattr(os, "timerfd_create") == (expected == "os")

@@ -85,9 +85,10 @@ class Server:
 
 
 def start_server(tenants_dir: Path, log_file: Path, tokens: dict[str, str] | None = None,
-                 **serve_kwargs: Any) -> Server:
-    """``serve_kwargs``: extra keyword arguments of ``serve()`` (plain literals)."""
-    env = dict(os.environ, SCRIPTVISOR_ADMIN_TOKEN=ADMIN_TOKEN)
+                 env: dict[str, str] | None = None, **serve_kwargs: Any) -> Server:
+    """``env``: extra environment variables; ``serve_kwargs``: extra keyword
+    arguments of ``serve()`` (plain literals)."""
+    env = dict(os.environ, SCRIPTVISOR_ADMIN_TOKEN=ADMIN_TOKEN, **(env or {}))
     extra = "".join(f", {k}={v!r}" for k, v in serve_kwargs.items())
     code = (
         "import sys; from scriptvisor.engine.server.run import serve; "
