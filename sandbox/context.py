@@ -6,6 +6,13 @@ statement timeouts shrink with the time left, and register cleanups on the
 ``WorkerContext`` so that resources kept in ``global_`` are closed when the
 worker is recycled gracefully.
 
+Script code can run with no invocation in progress: a generator's
+``finally`` or a script class's ``__del__`` runs when the object is collected,
+which may be after its call has ended.  Such code has no deadline, no caller
+and nowhere to report to, so every facade that reaches outside the worker
+(database, log, network) asks ``require_current(what)`` first and is refused
+with ``OutsideInvocation`` there, never served with a default budget.
+
 Nothing here is reachable from a script: scripts only see facade objects.
 """
 
@@ -17,7 +24,7 @@ from typing import Any, Callable
 
 from scriptvisor.sandbox.wire import HttpEndpoint, WorkerLimits
 
-__all__ = ["Invocation", "WorkerContext", "current", "worker"]
+__all__ = ["Invocation", "OutsideInvocation", "WorkerContext", "current", "require_current", "worker"]
 
 
 @dataclass
@@ -82,4 +89,18 @@ def set_current(inv: Invocation | None) -> None:
 def current() -> Invocation:
     if _current is None:
         raise RuntimeError("no invocation in progress")
+    return _current
+
+
+class OutsideInvocation(RuntimeError):
+    """A facade was used by script code running with no invocation in progress."""
+
+
+def require_current(what: str) -> Invocation:
+    """The invocation in progress, or ``OutsideInvocation`` naming ``what`` was refused."""
+    if _current is None:
+        raise OutsideInvocation(
+            f"{what} is refused outside an invocation: this script code runs after its call "
+            "ended (e.g. a generator's finally or __del__ run when the object was collected), "
+            "with no deadline and no caller")
     return _current

@@ -18,9 +18,27 @@ from __future__ import annotations
 import ast
 import builtins as _b
 from dataclasses import dataclass, field
+from importlib.metadata import version as _dist_version
 from typing import Any
 
 from RestrictedPython.transformer import RestrictingNodeTransformer, copy_locations
+
+#: RestrictedPython releases this policy is written and tested against.  8.x
+#: compiles positional-only parameters named like the guard hooks
+#: (``def f(_getattr_=None, /)``), which shadow them; pip enforces the range
+#: from pyproject.toml, this check also covers an environment assembled by hand.
+RESTRICTEDPYTHON_RANGE = ((9, 0), (10, 0))
+
+
+def _check_restrictedpython(found: str) -> None:
+    parts = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
+    low, high = RESTRICTEDPYTHON_RANGE
+    if len(parts) < 2 or not low <= parts < high:
+        raise ImportError(f"RestrictedPython {found} is installed; the sandbox needs "
+                          f">={low[0]}.{low[1]},<{high[0]} (pip install -r requirements/lock.txt)")
+
+
+_check_restrictedpython(_dist_version("RestrictedPython"))
 
 from scriptvisor.sandbox import guards, wire
 
@@ -254,6 +272,8 @@ class ScriptPolicy(RestrictingNodeTransformer):
 
     Additions:
     * imports: only names in ``sandbox.facades.FACADES``, absolute, undotted;
+    * list targets unpack through the same guards as tuple targets; a
+      starred target is a plain name;
     * ``*x`` in calls and displays iterates through ``_getiter_``, and
       ``**x`` reads through ``_guarded_mapping_`` (both would iterate in C);
     * ``except*`` refused here too, independently of RestrictedPython's version;
@@ -302,7 +322,29 @@ class ScriptPolicy(RestrictingNodeTransformer):
         return node
 
     # C-level unpacking ----------------------------------------------------
+    def visit_List(self, node: ast.List) -> Any:
+        # A list *target* (`[a, b] = x`, `[*rest] = x`, `for [a, b] in ...`,
+        # `with cm as [a]`, `[[n]] = [x]`, comprehensions) unpacks in C exactly
+        # like a tuple target, but RestrictedPython guards only ast.Tuple
+        # targets.  Rewritten to the tuple target it is equivalent to, it takes
+        # the same guarded path (_unpack_sequence_ / _iter_unpack_sequence_:
+        # every item, at every nesting level, through _getiter_).  Parents
+        # visit their children before they check for ast.Tuple, so the
+        # rewrite is in place when they do.
+        if isinstance(node.ctx, ast.Store):
+            target = ast.Tuple(elts=node.elts, ctx=ast.Store())
+            copy_locations(target, node)
+            return self.visit(target)
+        return super().visit_List(node)
+
     def visit_Starred(self, node: ast.Starred) -> Any:
+        if isinstance(node.ctx, ast.Store) and not isinstance(node.value, ast.Name):
+            # `a, *[b] = x` / `a, *(b, c) = x`: the starred list is unpacked
+            # again in C, past the unpack guard's spec (RestrictedPython
+            # describes nested targets only at fixed positions)
+            self.error(node, "a starred target must be a plain name (*rest), "
+                             "not a nested sequence; unpack rest in a second statement")
+            return node
         node = self.node_contents_visit(node)
         if isinstance(node.ctx, ast.Load):
             node.value = self._hook_call("_getiter_", node.value)

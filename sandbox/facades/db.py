@@ -89,8 +89,6 @@ MAX_ROWS = 10_000
 MAX_SQL_CHARS = 100_000
 #: Most parameters in one statement.
 MAX_PARAMS = 1_000
-#: Deadline used when a facade is called outside an invocation (host-side tests).
-NO_INVOCATION_BUDGET = 30.0
 #: Part of the remaining time kept back for the script to handle the error and
 #: call back: 10 % of what is left, at least 50 ms, at most 0.5 s.
 MARGIN_FRACTION, MARGIN_MIN, MARGIN_MAX = 0.10, 0.05, 0.5
@@ -162,10 +160,9 @@ _EXCEPTIONS = {
 
 
 def _remaining() -> float:
-    try:
-        return context.current().remaining()
-    except RuntimeError:
-        return NO_INVOCATION_BUDGET
+    # every connect and statement asks for its budget here: outside an
+    # invocation (a generator's finally collected later) it is refused
+    return context.require_current("database access").remaining()
 
 
 def _budget(what: str) -> float:
@@ -398,6 +395,7 @@ class _Connection:
     _kind = "database"
 
     def __init__(self) -> None:
+        context.require_current("database access")  # before any file or socket is opened
         self._closed = False
         self._in_tx = False
         self._last_insert_id: Any = None

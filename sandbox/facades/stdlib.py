@@ -483,11 +483,9 @@ base64 = SimpleNamespace(
 
 def _logger(level: str) -> Callable[..., None]:
     def write(*parts: Any) -> None:
+        invocation = _context.require_current("log")  # no invocation: no caller to log to
         message = " ".join(str(part) for part in parts)
-        try:
-            _context.current().log(f"[{level}] {message}")
-        except RuntimeError:
-            pass  # no invocation in progress: nowhere to log to
+        invocation.log(f"[{level}] {message}")
 
     write.__name__ = write.__qualname__ = level.lower()
     return write

@@ -90,10 +90,12 @@ def test_cant_follow_a_symlink_out_of_the_data_dir(data_dir, tmp_path):
 def test_cant_open_sqlite_without_a_data_dir():
     ctx = context.WorkerContext(tenant="t", data_dir=None)
     context.set_worker(ctx)
+    context.set_current(context.Invocation(worker=ctx, deadline=time.monotonic() + 5, log=lambda s: None))
     try:
         with pytest.raises(sqlite.NotAllowed, match="no data directory"):
             sqlite.connect()
     finally:
+        context.set_current(None)
         context.set_worker(None)
 
 

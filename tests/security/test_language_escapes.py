@@ -260,6 +260,17 @@ def test_cant_shadow_guard_with_parameter(run, signature):
     """), "starts with \"_\"")
 
 
+@pytest.mark.parametrize("found", ["8.1", "8.0", "7.4", "10.0", "9"])
+def test_cant_load_the_policy_on_a_restrictedpython_outside_9x(found):
+    # 8.x compiles positional-only parameters that shadow the guards: the
+    # policy module refuses to load on it (layer: sandbox.policy import check)
+    from scriptvisor.sandbox import policy
+    with pytest.raises(ImportError, match=f"RestrictedPython {found} is installed; the sandbox needs >=9.0,<10"):
+        policy._check_restrictedpython(found)
+    policy._check_restrictedpython("9.0")
+    policy._check_restrictedpython("9.3.1")
+
+
 @pytest.mark.parametrize("lam", ["lambda _getattr_=getattr, /: 1", "lambda _getiter_=iter: 1",
                                  "lambda *, _write_=None: 1"])
 def test_cant_shadow_guard_with_lambda_parameter(run, lam):
