@@ -77,7 +77,7 @@ for v in "${VERSIONS[@]}"; do
     WORK=$(mktemp -d /tmp/scriptvisor-smoke-XXXXXX)
     chmod 755 "$WORK"
     # a private network namespace (root): port 8080 is free whatever else runs here
-    if [ "$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && unshare --net true 2>/dev/null; then
         run=(unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh)
     else
         run=()

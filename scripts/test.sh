@@ -17,6 +17,8 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariad
 # the console's browser tests drive Debian's headless Chromium through its chromedriver
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# `ip` (iproute2): the wheel smoke test brings up loopback in its own network namespace.
+command -v ip >/dev/null || need_apt+=(iproute2)
 # Debian's libseccomp binding: the fallback sandbox/seccomp.py uses when pyseccomp is missing.
 [ -e /usr/lib/python3/dist-packages/seccomp.cpython-311-x86_64-linux-gnu.so ] || need_apt+=(python3-seccomp)
 if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null; then
