@@ -31,7 +31,7 @@ from pathlib import Path
 VENV, WORK, REPO = (Path(arg) for arg in sys.argv[1:4])
 BIN = VENV / "bin"
 SV = str(BIN / "scriptvisor")
-TEMPLATES = ("sqlite", "postgres", "mysql")
+TEMPLATES = ("sqlite", "postgres", "mysql", "webservice")
 LOGIN = ["alice@example.com", "wonderland"]
 ALICE = {"user_id": "1", "email": "alice@example.com", "nickname": "alice", "email_verified": True}
 # a private HOME: serve's example copy, and nothing of the caller's
@@ -115,6 +115,9 @@ def serve_bare() -> None:
         token = shown.split("Bearer ", 1)[1].split("'", 1)[0]
         out = post("http://127.0.0.1:8080/v1/tenants/example/scripts/login", {"args": LOGIN}, token)
         step("serve: POST /v1/tenants/example/scripts/login", out.get("ok") and out.get("result") == ALICE, out)
+        with urllib.request.urlopen("http://127.0.0.1:8080/openapi.json", timeout=60) as resp:
+            doc = json.loads(resp.read())
+        step("serve: GET /openapi.json (package data)", doc.get("openapi", "").startswith("3."), doc.get("openapi"))
         proc.send_signal(signal.SIGTERM)
         step("serve: SIGTERM -> exit 0", proc.wait(60) == 0)
     finally:
