@@ -24,21 +24,28 @@ def _limit_child() -> None:  # runs in the child between fork and exec
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def check_sources(sources: list[tuple[str, str]]) -> list[tuple[str, list[dict[str, Any]]]]:
+def check_sources(sources: list[tuple[str, str]], *,
+                  function: str | None = None) -> list[tuple[str, list[dict[str, Any]]]]:
     """``(path, problems)`` per source, in order; each problem has ``line``, ``column``, ``message``.
 
     One child per file: a file that crashes or exhausts the compiler is
     reported as its own problem and does not hide the others' results.
+    ``function``: the function each file must define (default: the file's
+    stem, the one ``scriptvisor run`` and the server call; "" checks none).
     """
-    return [(path, _check_one(path, source)) for path, source in sources]
+    out = []
+    for path, source in sources:
+        wanted = os.path.splitext(os.path.basename(path))[0] if function is None else function
+        out.append((path, _check_one(path, source, wanted or None)))
+    return out
 
 
-def _check_one(path: str, source: str) -> list[dict[str, Any]]:
+def _check_one(path: str, source: str, function: str | None = None) -> list[dict[str, Any]]:
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     try:
         proc = subprocess.run(
             [sys.executable, "-s", "-m", "scriptvisor.engine.checker"],
-            input=json.dumps([[path, source]]).encode(),
+            input=json.dumps([[path, source, function]]).encode("utf-8", "surrogatepass"),
             capture_output=True, env=env, preexec_fn=_limit_child, timeout=CHILD_CPU * 2,
         )
     except subprocess.TimeoutExpired:
@@ -149,7 +156,8 @@ def _child_main() -> None:
             problems = [{"line": ln, "column": col, "message": msg} for ln, col, msg in result.problems]
         elif function and not _defines(source, function):
             problems = [{"line": 1, "column": 1,
-                         "message": f"no function {function}(...): an invocation of this script calls it"}]
+                         "message": f"no function {function}(...): an invocation of this script calls it "
+                                    "(name the function after the file, or call it with --fn)"}]
         out.append([path, problems])
         sys.stdout.flush()
     sys.stdout.write(json.dumps(out))

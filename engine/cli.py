@@ -78,8 +78,40 @@ def _check_tenant_name(ctx: click.Context, param: click.Parameter, value: str) -
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="scriptvisor")
+class _Group(click.Group):
+    """A group whose command list shows each command's whole first sentence.
+
+    click cuts the list's descriptions at 45 characters ("Run one custom
+    database OPERATION (login, signup, get_user,..."), which hides what the
+    command is for.
+    """
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _ConnectionCommand(click.Command):
+    """``connection --help`` lists every operation with its arguments (read lazily)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from .connections import ARGUMENTS
+
+        with formatter.section("Operations and their ARGS"):
+            formatter.write_dl([(op, " ".join(a.upper() for a in args)) for op, args in ARGUMENTS.items()])
+        formatter.write_paragraph()
+        formatter.write_text("USER (signup) is a JSON object, e.g. '{\"email\": \"a@example.com\", "
+                             "\"password\": \"s3cret\"}'; VERIFIED is true or false.")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "-V", "--version", package_name="scriptvisor", prog_name="scriptvisor")
 def main() -> None:
     """Sandboxed execution of tenant action scripts."""
 
@@ -241,7 +273,9 @@ def _owning_tenant_folder(script: Path) -> Path | None:
 
 @main.command()
 @click.argument("scripts", nargs=-1, required=True, type=click.Path(path_type=Path))
-def check(scripts: tuple[Path, ...]) -> None:
+@click.option("--fn", "function", help="The function each SCRIPT must define (default: the file's stem, "
+                                       "what run and the server call).")
+def check(scripts: tuple[Path, ...], function: str | None) -> None:
     """Compile SCRIPTs under the sandbox policy; print each problem as file:line:col."""
     from .api import load_script
     from .checker import check_sources
@@ -249,7 +283,7 @@ def check(scripts: tuple[Path, ...]) -> None:
     problems = 0
     for path in scripts:  # reported in argument order
         try:
-            reports = check_sources([(str(path), load_script(path))])
+            reports = check_sources([(str(path), load_script(path))], function=function)
         except InvocationError as exc:
             reports = [(str(path), [{"line": 0, "column": 0, "message": exc.message}])]
         for shown, issues in reports:
@@ -349,7 +383,7 @@ def serve(tenants_dir: Path | None, host: str, port: int, log_file: str | None, 
     sys.exit(code)
 
 
-@main.group()
+@main.group(cls=_Group)
 def token() -> None:
     """Manage tenants' API bearer tokens (only hashes are stored)."""
 
@@ -498,7 +532,7 @@ def legacy_api(tenant_dir: Path | None, host: str, port: int | None, api_key: st
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-@main.command("connection", context_settings={"ignore_unknown_options": True})
+@main.command("connection", cls=_ConnectionCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("operation")
 @click.argument("args", nargs=-1)
 @click.option("--tenant-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -521,7 +555,7 @@ def connection(operation: str, args: tuple[str, ...], tenant_dir: Path, as_json:
     sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
 
 
-@main.group("script")
+@main.group("script", cls=_Group)
 def script_group() -> None:
     """Scripts on several nodes: push one to every node, compare what nodes serve."""
 
@@ -556,7 +590,7 @@ def script_compare(tenant: str, nodes: tuple[str, ...], token: str) -> None:
     sys.exit(compare(list(nodes), tenant, token, echo=click.echo))
 
 
-@main.group()
+@main.group(cls=_Group)
 def bench() -> None:
     """Benchmarks against the peer runtimes (peers: pip install 'scriptvisor[bench]')."""
 

@@ -462,6 +462,10 @@ def op_delete_user(conn: Connection, user_id: Any) -> OpGen:
     res = yield Invoke("delete", [user_id])
     if res["ok"]:
         yield Blocking(_forget_id, (conn.store, user_id))
+        # a boolean in both modes: the script's own true/false when it gives
+        # one, else true (callback(None): deleted, or there was nothing to delete)
+        result = res["result"] if isinstance(res["result"], bool) else True
+        return Outcome(True, result)
     return Outcome(res["ok"], res["result"], res["error"])
 
 
@@ -605,7 +609,7 @@ class _Run:
             "result": outcome.result if outcome.ok else None,
             "error": outcome.error,
             "logs": self.logs,
-            "duration_ms": (time.perf_counter() - self.started) * 1000,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),  # as `run` rounds
             "worker": self.worker,
             "operation": self.operation,
             "scripts_called": self.scripts,

@@ -31,13 +31,15 @@ __all__ = ["Callback", "OutputCapture", "Runner"]
 class OutputCapture:
     """Printed text and log lines of one invocation, capped at ``limit`` bytes (UTF-8)."""
 
-    __slots__ = ("_parts", "_used", "_limit", "_dropped")
+    __slots__ = ("_parts", "_used", "_limit", "_dropped", "_dropped_lines")
 
     def __init__(self, limit: int) -> None:
         self._parts: list[str] = []
         self._used = 0
         self._limit = limit
         self._dropped = 0
+        #: line ends among the dropped bytes: each is a line the caller does not see
+        self._dropped_lines = 0
 
     def write(self, text: str) -> None:
         size = len(text.encode("utf-8", "replace"))
@@ -46,6 +48,7 @@ class OutputCapture:
             self._parts.append(text)
             self._used += size
             return
+        kept = ""
         if room > 0:
             kept = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
             self._parts.append(kept)
@@ -53,6 +56,7 @@ class OutputCapture:
             self._used += kept_size
             size -= kept_size
         self._dropped += size
+        self._dropped_lines += text.count("\n") - kept.count("\n")
 
     def line(self, text: str) -> None:
         """Append ``text`` as a line of its own (log facade)."""
@@ -61,15 +65,23 @@ class OutputCapture:
         self.write(text if text.endswith("\n") else text + "\n")
 
     def lines(self) -> list[str]:
-        out = "".join(self._parts).splitlines()
+        text = "".join(self._parts)
+        out = text.splitlines()
         # The byte cap alone allows ~64k empty lines; the supervisor refuses a
         # result frame with more than sandbox.wire.MAX_LOG_LINES of them.
-        cut = len(out) - (policy.MAX_LOG_LINES - 2)
-        if cut > 0:
+        cut = max(0, len(out) - (policy.MAX_LOG_LINES - 2))
+        if cut:
             out = out[:policy.MAX_LOG_LINES - 2]
-            out.append(f"[scriptvisor: output truncated, {cut} lines dropped]")
-        if self._dropped:
-            out.append(f"[scriptvisor: output truncated, {self._dropped} bytes dropped]")
+        # one marker counting every line not shown: those over the line cap
+        # and those whose bytes were over the byte cap
+        lines = cut + self._dropped_lines
+        if self._dropped_lines and text and not text.endswith("\n"):
+            lines -= 1  # the line cut mid-way is shown (its start), not dropped
+        if cut or self._dropped:
+            marker = f"[scriptvisor: output truncated, {lines} lines dropped"
+            if self._dropped:
+                marker += f" ({self._dropped} bytes over the {self._limit}-byte limit)"
+            out.append(marker + "]")
         return out
 
 
@@ -201,6 +213,27 @@ def _script_frames(tb: types.TracebackType | None, filename: str) -> list[dict[s
         half = TRACEBACK_FRAMES // 2
         frames = frames[:half] + [{"omitted": len(frames) - 2 * half}] + frames[-half:]
     return frames
+
+
+def _arity_problem(fn: types.FunctionType, name: str, given: int) -> str | None:
+    """Why ``fn(*args, callback)`` cannot bind ``given`` arguments, in the caller's terms.
+
+    Python's own message would count the callback the engine appends
+    ("missing 2 required positional arguments: 'password' and 'callback'").
+    """
+    code = fn.__code__
+    if code.co_flags & 0x04:  # *args: any number binds
+        return None
+    params = list(code.co_varnames[:code.co_argcount])
+    if not params:
+        return f"{name}() takes no parameters, but every script function takes callback as its last one"
+    required = code.co_argcount - len(fn.__defaults__ or ())
+    user = params[:-1]
+    if required - 1 <= given <= len(user):
+        return None
+    wanted = f"{len(user)}" if required - 1 == len(user) else f"{max(required - 1, 0)} to {len(user)}"
+    return (f"{name}() takes {wanted} argument(s) ({', '.join(user) or 'none'}) before callback, "
+            f"but {given} {'was' if given == 1 else 'were'} given")
 
 
 def _exception_error(exc: BaseException, filename: str) -> dict[str, Any]:
@@ -346,11 +379,19 @@ class Runner:
                     "not_found", "NotFound",
                     f"function {function!r} is not defined in {os.path.basename(path)}",
                     function=function)}
+            arity = _arity_problem(fn, function, len(args or ()))
+            if arity is not None:
+                return {"ok": False, "result": None, "error": wire.worker_error(
+                    "script_error", "TypeError", arity, source="runner")}
             fn(*(args or ()), callback)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
             raised = _exception_error(exc, path)
+            if isinstance(exc, MemoryError) and not str(exc):
+                # CPython's MemoryError says nothing: name the limit that was hit
+                raised["message"] = (f"out of memory: this worker's memory limit is "
+                                     f"{self.ctx.limits.memory_mb} MiB (limits.memory_mb in tenant.toml)")
             if callback._calls == 1:
                 # The result was already given; the late exception is only reported.
                 capture.line(f"[scriptvisor: exception after callback: {raised['name']}: {raised['message']}]")

@@ -301,6 +301,10 @@ def serve(
     path = Path(tenants_dir)
     if not path.is_dir():
         raise TenantConfigError(path, None, "tenants folder does not exist")
+    if (path / "tenant.toml").is_file():
+        # its data/, scripts/ and state/ would be served as three broken tenants
+        raise TenantConfigError(path, None, "this is one tenant's folder; --tenants takes the folder that "
+                                f"holds tenant folders: --tenants {path.resolve().parent}")
     return asyncio.run(
         _serve(path, host, port, engine_config=engine_config, log_file=log_file,
                max_body=max_body, announce=announce,

@@ -402,6 +402,20 @@ def test_printed_variable_returns_function_output(run):
     assert out["result"] == "a\nb\n"
 
 
+@pytest.mark.parametrize("count", [10_000, 100_000])
+def test_output_marker_counts_every_dropped_line(count):
+    runner = make_runner()
+    out = invoke(runner, f"""
+        def script(callback):
+            for i in range({count}):
+                print(i)
+            callback()
+    """)
+    shown = len(out["logs"]) - 1
+    marker = out["logs"][-1]
+    assert marker.startswith(f"[scriptvisor: output truncated, {count - shown} lines dropped"), marker
+
+
 def test_output_is_capped_with_marker():
     runner = make_runner(output_bytes=100)
     out = invoke(runner, """
@@ -411,7 +425,8 @@ def test_output_is_capped_with_marker():
             callback()
     """)
     assert out["ok"]
-    assert out["logs"][-1] == "[scriptvisor: output truncated, 450 bytes dropped]"
+    # 9 whole lines and one character of the 10th are shown; the other 40 are not
+    assert out["logs"][-1] == "[scriptvisor: output truncated, 40 lines dropped (450 bytes over the 100-byte limit)]"
     assert len("\n".join(out["logs"][:-1])) == 100  # the first 100 bytes, cut mid-line
 
 
@@ -486,3 +501,31 @@ def test_invoke_never_raises_on_bad_input(runner):
     out = runner.invoke(path="/t/x.py", source=None, source_hash="", function="", args=[],  # type: ignore[arg-type]
                         configuration={}, timeout=1)
     assert error_of(out)["code"] in ("compile_error", "script_error")
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    ([], "login() takes 2 argument(s) (email, password) before callback, but 0 were given"),
+    (["a"], "but 1 was given"),
+    (["a", "b", "c"], "but 3 were given"),
+])
+def test_wrong_argument_count_is_told_without_counting_the_callback(args, words):
+    runner = make_runner()
+    out = invoke(runner, """
+        def login(email, password, callback):
+            callback(None, email)
+    """, *args, fn="login")
+    err = error_of(out)
+    assert err["name"] == "TypeError" and words in err["message"]
+    assert "callback'" not in err["message"]  # never "missing ... 'callback'"
+
+
+def test_memory_error_names_the_memory_limit():
+    runner = make_runner(memory_mb=96)
+    out = invoke(runner, """
+        def script(callback):
+            x = "a" * (10 ** 13)
+            callback(None, len(x))
+    """)
+    err = error_of(out)
+    assert err["name"] == "MemoryError"
+    assert err["message"] == "out of memory: this worker's memory limit is 96 MiB (limits.memory_mb in tenant.toml)"

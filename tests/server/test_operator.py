@@ -211,3 +211,13 @@ def test_token_list_and_revoke_from_the_cli_take_effect_at_once(server: Server) 
         assert c.post("/v1/tenants/rotating/scripts/noop", json={}).status_code == 200
     bad = runner.invoke(main, ["token", "revoke", "rotating", "zz", "--tenants", tenants])
     assert bad.exit_code == 2 and "token list" in bad.output
+
+
+def test_a_tenant_without_a_token_is_logged_with_the_command_to_fix_it(server: Server) -> None:
+    make_tenant(server.tenants_dir, "tokenless", "")
+    with server.client(token=ADMIN_TOKEN) as c:
+        rows = {t["name"]: t for t in c.get(ADMIN).json()["tenants"]}  # the listing loads new folders
+    assert rows["tokenless"]["tokens"] == 0
+    [line] = [x for x in server.oplog() if x["event"] == "tenant_without_token" and x["tenant"] == "tokenless"]
+    assert line["level"] == "warning"
+    assert line["hint"].endswith(f"token create tokenless --tenants {server.tenants_dir}")
