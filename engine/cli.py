@@ -8,6 +8,7 @@ traceback: it produces a message naming what is wrong.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -231,11 +232,11 @@ def _self_command() -> str:
     on_path = shutil.which("scriptvisor")
     if on_path and Path(on_path).resolve() == Path(argv0).resolve():
         return "scriptvisor"
-    resolved = Path(argv0).resolve()
+    shown = Path(os.path.abspath(argv0))  # as typed (a symlinked .venv stays .venv)
     try:
-        return str(resolved.relative_to(Path.cwd()))
+        return str(shown.relative_to(os.path.abspath(os.getcwd())))
     except ValueError:
-        return str(resolved)
+        return str(shown)
 
 
 def _tenant_script(tenant_dir: Path, script: Path) -> tuple[Path, str, dict[str, Any], dict[str, Any]]:

@@ -12,7 +12,7 @@ command -v nginx >/dev/null || need_apt+=(nginx-light)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)   # second load balancer (tests/cluster)
 command -v openssl >/dev/null || need_apt+=(openssl)   # the http facade's TLS tests make a throwaway CA
 command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
-command -v chromium >/dev/null || need_apt+=(chromium)  # renders /docs (and the console) in tests
+command -v curl >/dev/null || need_apt+=(curl)  # the README session (tests/test_readme.py)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 # the console's browser tests drive Debian's headless Chromium through its chromedriver
 command -v chromium >/dev/null || need_apt+=(chromium)
