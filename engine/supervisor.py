@@ -270,8 +270,12 @@ class Supervisor:
                 pool.limits = limits
             if data_dir is not None:
                 pool.data_dir = data_dir
-            if http is not None:
+            if http is not None and tuple(http) != pool.http:
+                # A changed [[http]] declaration must hold for the next call, not
+                # whenever the tenant's current workers happen to be recycled.
                 pool.http = tuple(http)
+                if pool.workers:
+                    self.recycle_tenant(name)
         return pool
 
     def _policy(self, pool: TenantPool, worker_id: int) -> WorkerPolicy:

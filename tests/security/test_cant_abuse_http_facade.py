@@ -375,3 +375,26 @@ def test_tls_from_a_confined_worker(tls_api, tmp_path):
                             args=[base + "users?email=bob@example.com", auth(tls_api)], configuration={})
     assert res.ok, res.error
     assert res.result["email"] == "bob@example.com"
+
+
+def test_cant_keep_an_endpoint_the_operator_removed(api, tmp_path):
+    """A reload that drops an [[http]] endpoint retires the tenant's workers: the next call is refused."""
+    tenant = make_tenant_dir(tmp_path / "webdrop", api.base_url)
+    cfg = EngineConfig(limits=TenantLimits(timeout=10.0), spares_per_tenant=0, state_dir=str(tmp_path / "state"))
+    source = ("import http\ndef script(url, headers, callback):\n    try:\n"
+              "        callback(None, http.get(url, headers=headers)['status'])\n"
+              "    except http.NotAllowed as error:\n        callback(None, 'NotAllowed')\n")
+    url = api.base_url + "users?email=alice@example.com"
+    with Engine(cfg) as engine:
+        engine.configure_tenant("webdrop", limits=tenant.limits, data_dir=str(tenant.data_dir),
+                                http=tenant.http_policy())
+
+        def call():
+            return engine.invoke("webdrop", path="/t/webdrop/s.py", source=source, function="script",
+                                 args=[url, auth(api)], configuration={})
+        first = call()
+        assert first.ok and first.result == 200, first.error
+        engine.configure_tenant("webdrop", limits=tenant.limits, data_dir=str(tenant.data_dir), http=())
+        second = call()
+        assert second.ok and second.result == "NotAllowed", second.error
+        assert second.worker["pid"] != first.worker["pid"]  # a fresh worker with the new policy
