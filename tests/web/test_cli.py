@@ -16,7 +16,7 @@ from scriptvisor.engine.server.tenants import load_tenant
 def test_init_webservice_writes_the_http_declaration(tmp_path):
     res = CliRunner().invoke(main, ["init", str(tmp_path / "acme"), "--template", "webservice"])
     assert res.exit_code == 0, res.output
-    assert "scriptvisor legacy-api --tenant-dir" in res.output
+    assert "legacy-api --tenant-dir" in res.output
     data = tomllib.loads((tmp_path / "acme" / "tenant.toml").read_text())
     assert data["http"] == [{"name": "legacy_api", "base_url": "http://127.0.0.1:8931/api/"}]
     assert data["configuration"]["API_URL"] == "http://127.0.0.1:8931/api/"
