@@ -20,8 +20,9 @@ tenant (404, or 500 if its folder is broken) -> content type (415) -> size (413)
 
 503 is kept for node-level refusals (draining, engine or confinement
 unavailable, too many connections), which a load balancer may count against
-the node; tenant-level ones (broken tenant folder 500, queue full 429) never
-are (docs/scaling.md, "A broken tenant never takes a node out").
+the node; tenant-level ones (broken tenant folder 500, queue full 429) and a
+shared user store that did not answer (504) never are (docs/scaling.md, "A
+broken tenant never takes a node out").
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ DEFAULT_MAX_BODY = 1024 * 1024
 #: Seconds a client is told to wait after 429 when the engine gives no hint.
 DEFAULT_RETRY_AFTER = 1
 BODY_KEYS = frozenset({"args", "timeout"})
+#: ``engine_unavailable`` errors that name the shared user store, not this node.
+SHARED_DEPENDENCY_ERRORS = frozenset({"UserStoreUnavailable", "UserStoreTimeout"})
 
 #: ``run_connection(tenant, operation, args) -> dict`` (the result object plus
 #: ``scripts_called``...). Raises ``KeyError`` for an unknown operation.
@@ -228,6 +231,12 @@ def _status_for(result: dict[str, Any]) -> tuple[int, dict[str, str]]:
     cls = CODES.get(error.get("code", ""))
     status = cls.http_status if cls is not None else 200
     headers: dict[str, str] = {}
+    if status == 503 and error.get("name") in SHARED_DEPENDENCY_ERRORS:
+        # the platform user store, shared by every node, did not answer: 504,
+        # not 503, so a load balancer does not take this node (and the tenants
+        # that never touch the store) out of the pool for it (docs/scaling.md)
+        status = 504
+        headers["Retry-After"] = str(DEFAULT_RETRY_AFTER)
     if status == 429:
         retry = error.get("retry_after", DEFAULT_RETRY_AFTER)
         headers["Retry-After"] = str(max(1, math.ceil(retry if isinstance(retry, (int, float)) else 1)))
@@ -414,8 +423,13 @@ async def readyz(request: Request) -> Response:
 
     store = await asyncio.get_running_loop().run_in_executor(None, store_health)
     ready = state.ready and not state.draining and (store["ok"] or store["kind"] != "postgres")
+    # node_ready leaves out what every node shares (the PostgreSQL store): a
+    # load balancer's health check keys on it (deploy/haproxy/haproxy.cfg), so
+    # a store outage does not take every node out of the pool at once
+    node_ready = state.ready and not state.draining and bool(getattr(state.engine, "available", True))
+    ready = ready and node_ready
     admin = _is_admin(state, request)
-    body: dict[str, Any] = {"ready": ready, "draining": state.draining,
+    body: dict[str, Any] = {"ready": ready, "node_ready": node_ready, "draining": state.draining,
                             "user_store": {"ok": store["ok"], "kind": store["kind"]}}
     if admin:
         body["tenants"] = sorted(state.registry.tenants)

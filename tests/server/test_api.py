@@ -239,3 +239,17 @@ def test_operator_log_has_one_line_per_invocation(server: Server) -> None:
     [spun] = [x for x in server.oplog() if x.get("invocation_id") == timed_out]
     assert spun["outcome"] == "timeout" and spun["recycle"] == "timeout"
     assert "boom" not in json.dumps(line)  # script output stays out of the operator log
+
+
+def test_status_codes_say_whose_failure_it_is() -> None:
+    """503 only for the node's own trouble; the shared user store is 504, a broken
+    tenant 500 (docs/scaling.md, "A broken tenant never takes a node out")."""
+    from scriptvisor.engine.server.app import _status_for
+
+    zygote_down = {"error": {"code": "engine_unavailable", "name": "EngineUnavailable"}}
+    assert _status_for(zygote_down)[0] == 503
+    for name in ("UserStoreUnavailable", "UserStoreTimeout"):
+        status, headers = _status_for({"error": {"code": "engine_unavailable", "name": name}})
+        assert (status, headers.get("Retry-After")) == (504, "1")
+    assert _status_for({"error": {"code": "overloaded", "retry_after": 2.5}}) == (429, {"Retry-After": "3"})
+    assert _status_for({"ok": True, "error": None})[0] == 200
