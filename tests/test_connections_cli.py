@@ -70,7 +70,7 @@ def test_legacy_signup_through_the_cli(tmp_path):
     assert rc == 0 and res["scripts_called"] == ["get_user", "create", "login"]
     rc, out, err = sv("connection", "change_email", "--tenant-dir", "acme",
                       "carol@example.com", "carol@new.example", "true", cwd=tmp_path)
-    assert rc == 0 and "result: true" in out
+    assert rc == 0 and "result: true" in out, (out, err)
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
