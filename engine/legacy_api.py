@@ -23,12 +23,13 @@ A user is ``{"id": int, "email", "nickname", "username", "email_verified"}``
 For tests only (``--test-routes``): ``POST /api/_reset`` restores the seed,
 ``GET /api/_calls`` counts the calls per route and email, and ``GET
 /api/_slow?seconds=S`` / ``/api/_redirect?to=URL`` / ``/api/_big?bytes=N``
-answer slowly, redirect, or send a large body.
+answer slowly, redirect, or send a large (``chunked=1``: unsized, ``gzip=1``: compressed) body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hmac
 import json
 import secrets
@@ -245,6 +246,9 @@ def make_app(api_key: str, *, rounds: int = DEFAULT_ROUNDS, test_routes: bool = 
                     left -= n
             if chunked:  # no Content-Length: the cap must hold while reading
                 return StreamingResponse(chunks(), media_type="text/plain")
+            if request.query_params.get("gzip") == "1":  # small on the wire, huge once decoded
+                return Response(gzip.compress(b"x" * size), media_type="text/plain",
+                                headers={"Content-Encoding": "gzip"})
             return Response(b"x" * size, media_type="text/plain")
 
         routes += [

@@ -530,6 +530,12 @@ def _read_body(resp: httpx.Response, url: str) -> bytes:
             raise ResponseTooLarge(f"the response from {_show(url)} is over {MAX_RESPONSE_BYTES} bytes "
                                    "(the limit); reading stopped")
         chunks.append(raw)
+    if decoder is not None:
+        tail = decoder.flush()
+        if size + len(tail) > MAX_RESPONSE_BYTES:
+            raise ResponseTooLarge(f"the response from {_show(url)} is over {MAX_RESPONSE_BYTES} bytes "
+                                   "(the limit); reading stopped")
+        chunks.append(tail)
     return b"".join(chunks)
 
 
