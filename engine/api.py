@@ -84,6 +84,11 @@ class _Base:
         return self.supervisor.recycle_tenant(tenant)
 
     @property
+    def available(self) -> bool:
+        """Started, accepting work and its zygote up (False while it restarts)."""
+        return self._sup is not None and self._sup.available
+
+    @property
     def layers(self) -> dict[str, Any]:
         """Confinement layers the zygote reported: name -> [active, detail]."""
         return self.supervisor.layers
@@ -205,7 +210,7 @@ class Engine(_Base):
         sup = self._sup
         if sup is None:
             return
-        if graceful and sup.state == "running":
+        if graceful and sup.running:
             sup.drain()
             self.run_until(lambda: sup.busy == 0)
         sup.stop()
@@ -275,7 +280,7 @@ class AsyncEngine(_Base):
         sup = self._sup
         if sup is None:
             return
-        if graceful and sup.state == "running":
+        if graceful and sup.running:
             sup.drain()
             if sup.busy:
                 loop = asyncio.get_running_loop()

@@ -1,18 +1,32 @@
-"""The supervisor: pools of tenant-bound workers, jobs, deadlines.
+"""The supervisor: jobs on tenant-bound workers, within deadlines.
 
-It owns the zygote (an exec'd helper that does all forking), one channel per
-worker, a queue per tenant and a heap of deadlines.  It never blocks and never
-forks: a reactor (``engine.reactor``) calls ``_on_*`` when a socket is
-readable/writable or the earliest deadline passes, and each handler runs one
-short, verb-named step: ``spawn_worker``, ``dispatch``, ``kill_worker``,
-``reap``, ``manage_workers``.
+It is the glue of four parts, each with one job:
 
-Deadlines: every running job's deadline (and every planned-exit grace period)
-sits in one heap; the reactor's single timer is always re-armed to its head,
-so a deadline is enforced within the selector's millisecond resolution with
-no polling interval.  At a deadline the worker's process is SIGKILLed through
-its pidfd (and its process group), the caller gets ``timeout`` at once, and a
-replacement is requested from the zygote in the same step.
+* ``engine.deadlines.Deadlines``: every timed action (a running job's
+  deadline, a queued job's, a retiring worker's grace period, an idle
+  worker's age, the zygote's restart) is an entry carrying its own action;
+  the reactor's single timer is armed at the earliest one.
+* ``engine.zygote_link.ZygoteLink``: the zygote's process and channel, its
+  ``hello``, its restart with exponential back-off.
+* ``engine.pools.Pools``: per-tenant bookkeeping (workers, idle stack,
+  queue), the spares rule, the global cap and who is evicted for it.
+* this module: job dispatch and accounting, and the worker lifecycle in
+  verb-named steps (``spawn_worker``, ``dispatch``, ``kill_worker``,
+  ``retire_worker``, ``replace_worker``, ``manage_workers``), plus the
+  supervisor's own state (``SupervisorState``, a transition table like
+  ``engine.worker``'s).
+
+It never blocks and never forks: a reactor (``engine.reactor``) calls the
+``_on_*`` handlers when a socket is readable or the deadline timer fires.
+The clock and the zygote's process starter are injected, so the scheduling
+rules run in unit tests against a fake zygote and fake workers.
+
+At a job's deadline the worker's process is SIGKILLed through its pidfd
+(and its process group), the caller gets ``timeout`` at once, and a
+replacement is requested from the zygote in the same step.  An invocation
+never runs twice: a job goes back to the queue only when its frame provably
+never reached the worker (the write failed with the peer already gone);
+a worker that dies after that is ``crash``.
 
 Nothing a worker sends is trusted: frames are size-capped JSON validated by
 ``engine.protocol``; anything else kills the worker with ``protocol_error``.
@@ -20,18 +34,13 @@ Nothing a worker sends is trusted: frames are size-capped JSON validated by
 
 from __future__ import annotations
 
+import enum
 import hashlib
-import heapq
-import itertools
-import json
 import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections import deque
 from typing import Any, Callable
 
 from scriptvisor.sandbox import wire
@@ -39,28 +48,42 @@ from scriptvisor.sandbox.wire import HttpEndpoint, WorkerPolicy
 
 from . import protocol
 from .config import EngineConfig, TenantLimits
+from .deadlines import Deadlines
 from .errors import (
     BadRequest, Crash, EngineUnavailable, InvocationError, Overloaded, ProtocolError, Timeout,
 )
 from .names import tenant_name_problem
+from .pools import MAX_BOOT_FAILURES, Pools, TenantPool
 from .result import Result
-from .worker import Channel, Job, JobState, WorkerHandle, WorkerState
+from .worker import Channel, Job, JobState, WorkerHandle, WorkerState, _move
+from .zygote_link import ZygoteLink, ZygoteProcess, popen_zygote
+
+__all__ = ["MAX_BOOT_FAILURES", "Supervisor", "SupervisorState", "TenantPool", "describe_status"]
 
 log = logging.getLogger("scriptvisor.supervisor")
-
 
 #: How long to wait for the zygote's exit report after a worker's EOF before
 #: reporting the crash without an exit status.
 STATUS_WAIT = 2.0
-#: Consecutive boot failures after which a tenant's queued jobs are failed
-#: instead of retried (a worker that cannot boot must not spin the loop).
-MAX_BOOT_FAILURES = 3
 
 #: Why a worker went away -> whether it is replaced at once (planned exits and
 #: evictions are not: the pool target decides those).
 REPLACED = frozenset({"crash", "timeout", "protocol_error", "zygote_exit"})
 
-EXIT_NAMES = wire.EXIT_NAMES
+
+class SupervisorState(str, enum.Enum):
+    NEW = "new"            # constructed, zygote not started
+    RUNNING = "running"    # accepting work
+    DRAINING = "draining"  # refusing new work; running jobs finish or time out
+    STOPPED = "stopped"    # terminal: every worker killed, zygote stopped
+
+
+_MOVES = {
+    SupervisorState.NEW: {SupervisorState.RUNNING, SupervisorState.STOPPED},
+    SupervisorState.RUNNING: {SupervisorState.DRAINING, SupervisorState.STOPPED},
+    SupervisorState.DRAINING: {SupervisorState.STOPPED},
+    SupervisorState.STOPPED: set(),
+}
 
 
 def describe_status(status: int | None) -> dict[str, Any]:
@@ -76,38 +99,9 @@ def describe_status(status: int | None) -> dict[str, Any]:
         return {"signal": sig, "signal_name": name}
     code = os.WEXITSTATUS(status)
     out: dict[str, Any] = {"exit_code": code}
-    if code in EXIT_NAMES:
-        out["reason"] = EXIT_NAMES[code]
+    if code in wire.EXIT_NAMES:
+        out["reason"] = wire.EXIT_NAMES[code]
     return out
-
-
-class TenantPool:
-    __slots__ = ("name", "limits", "data_dir", "http", "workers", "idle", "queue", "last_used",
-                 "boot_failures", "boot_error", "recycle_before")
-
-    def __init__(self, name: str, limits: TenantLimits, data_dir: str | None,
-                 http: tuple[HttpEndpoint, ...] = ()) -> None:
-        self.name = name
-        self.limits = limits
-        self.data_dir = data_dir
-        #: declared [[http]] endpoints, as the worker's http facade receives them
-        self.http = http
-        self.workers: set[WorkerHandle] = set()
-        self.idle: list[WorkerHandle] = []   # LIFO: the warmest worker is reused first
-        self.queue: deque[Job] = deque()
-        self.last_used = time.monotonic()
-        self.boot_failures = 0
-        self.boot_error = ""
-        #: workers spawned before this (monotonic) are retired when next free
-        #: (``Supervisor.recycle_tenant``: the operator's "recycle" action)
-        self.recycle_before = 0.0
-
-    def count(self, state: WorkerState) -> int:
-        return sum(1 for w in self.workers if w.state is state)
-
-    def has_slot(self) -> bool:
-        """May one more of this tenant's calls run now (``max_concurrency``)?"""
-        return self.count(WorkerState.BUSY) < self.limits.max_concurrency
 
 
 _digests: dict[str, str] = {}
@@ -125,33 +119,55 @@ def source_digest(source: str) -> str:
 
 
 class Supervisor:
-    def __init__(self, config: EngineConfig, reactor: Any) -> None:
+    def __init__(self, config: EngineConfig, reactor: Any, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 starter: Callable[[int], ZygoteProcess] = popen_zygote) -> None:
         self.config = config
         self.reactor = reactor
-        self.pools: dict[str, TenantPool] = {}
-        self.workers: dict[int, WorkerHandle] = {}          # by worker id, all not DEAD
-        self.by_pid: dict[int, WorkerHandle] = {}          # until the zygote reports the exit
-        self.heap: list[tuple[float, int, str, Any]] = []
-        self._seq = itertools.count()
-        self.zygote: subprocess.Popen[bytes] | None = None
-        self.zchan: Channel | None = None
-        self.zygote_ready = False
-        self.layers: dict[str, Any] = {}
-        self.state = "new"  # new -> running -> draining -> stopped
+        self.clock = clock
+        self.deadlines = Deadlines(clock, self._arm)
+        self.pools = Pools(config.limits, spares=config.spares_per_tenant,
+                           max_workers=config.max_workers, clock=clock)
+        self.zygote = ZygoteLink(reactor, self.deadlines, starter=starter,
+                                 on_message=self._on_zygote_message, on_exit=self._on_zygote_exit)
+        self.workers: dict[int, WorkerHandle] = {}   # by worker id, all not DEAD
+        self.by_pid: dict[int, WorkerHandle] = {}    # until the zygote reports the exit
+        self.state = SupervisorState.NEW
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.counters: dict[str, int] = {}
-        self._timer_at: float | None = None
-        self._cancelled = 0
-        self._zygote_restarts: deque[float] = deque(maxlen=5)
         self.uidmap: Any = None
         self.am_root = os.geteuid() == 0
+
+    # ------------------------------------------------------------------ state
+    def _move(self, new: SupervisorState) -> None:
+        self.state = _move("supervisor", _MOVES, self.state, new)
+
+    @property
+    def running(self) -> bool:
+        return self.state is SupervisorState.RUNNING
+
+    @property
+    def zygote_ready(self) -> bool:
+        return self.zygote.ready
+
+    @property
+    def layers(self) -> dict[str, Any]:
+        return self.zygote.layers
+
+    @property
+    def available(self) -> bool:
+        """Accepting work and able to start workers now (what ``/readyz`` reports)."""
+        return self.running and self.zygote.ready
+
+    def _arm(self, when: float | None) -> None:
+        self.reactor.call_at(when, self.deadlines.fire)
 
     # ------------------------------------------------------------------ events
     def emit(self, event: str, **fields: Any) -> None:
         self.counters[event] = self.counters.get(event, 0) + 1
         if self.listeners:
             fields["event"] = event
-            fields["t"] = time.monotonic()
+            fields["t"] = self.clock()
             for fn in list(self.listeners):
                 try:
                     fn(fields)
@@ -160,7 +176,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ zygote
     def start(self) -> None:
-        if self.state != "new":
+        if self.state is not SupervisorState.NEW:
             raise RuntimeError("supervisor already started")
         os.makedirs(self.config.state_dir, mode=0o711, exist_ok=True)
         if self.am_root and self.config.confine:
@@ -170,89 +186,41 @@ class Supervisor:
                 self.uidmap = None
             else:
                 self.uidmap = UidMap.from_config(self.config)
-        self.start_zygote()
-        self.state = "running"
+        self.zygote.start()
+        self._move(SupervisorState.RUNNING)
 
-    def start_zygote(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # A scrubbed environment: nothing of the supervisor's (secrets) reaches
-        # the zygote, hence no worker.  The zygote finds ``scriptvisor`` where
-        # this interpreter does (site-packages, or an editable install's finder).
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
-        self.zygote = subprocess.Popen(
-            [sys.executable, "-s", "-m", "scriptvisor.engine.zygote", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, cwd="/",
-        )
-        theirs.close()
-        self.zygote_ready = False
-        chan = Channel(ours, protocol.DEFAULT_MAX_FRAME)
-        self.zchan = chan
-        fd = chan.fd
-        chan.want_write = lambda on: (self.reactor.add_writer(fd, chan.flush) if on
-                                      else self.reactor.remove_writer(fd))
-        self.reactor.add_reader(fd, self._on_zygote_readable)
+    def _on_zygote_message(self, msg: dict[str, Any]) -> None:
+        kind = msg["t"]
+        if kind == "spawned":
+            self._on_spawned(msg.get("worker"), msg.get("pid"))
+        elif kind == "exited":
+            self._on_exited(msg.get("pid"), msg.get("status"))
+        elif kind == "failed":
+            self._on_spawn_failed(msg.get("worker"), str(msg.get("reason")))
+        elif kind == "hello":
+            self.emit("zygote_ready", pid=msg.get("pid"), layers=self.zygote.layers)
+            if self.running:
+                for pool in self.pools:
+                    self.manage_workers(pool)
+        elif kind == "log":
+            level = getattr(logging, str(msg.get("level", "info")).upper(), logging.INFO)
+            log.log(level, "zygote: %s", msg.get("message"))
 
-    def _on_zygote_readable(self) -> None:
-        chan = self.zchan
-        if chan is None:
-            return
-        try:
-            messages = chan.read()
-        except protocol.FrameError as exc:
-            log.error("zygote broke the protocol: %s", exc.message)
-            messages = None
-        if messages is None:
-            self._zygote_died()
-            return
-        for msg in messages:
-            kind = msg["t"]
-            if kind == "spawned":
-                self._on_spawned(msg.get("worker"), msg.get("pid"))
-            elif kind == "exited":
-                self._on_exited(msg.get("pid"), msg.get("status"))
-            elif kind == "failed":
-                self._on_spawn_failed(msg.get("worker"), str(msg.get("reason")))
-            elif kind == "hello":
-                self.zygote_ready = True
-                self.layers = msg.get("layers") or {}
-                self.emit("zygote_ready", pid=msg.get("pid"), layers=self.layers)
-            elif kind == "log":
-                level = getattr(logging, str(msg.get("level", "info")).upper(), logging.INFO)
-                log.log(level, "zygote: %s", msg.get("message"))
-
-    def _zygote_died(self) -> None:
-        """The zygote is gone; its workers die with it (PDEATHSIG). Restart it."""
-        chan = self.zchan
-        if chan is not None:
-            self.reactor.remove_reader(chan.fd)
-            self.reactor.remove_writer(chan.fd)
-            chan.close()
-        self.zchan = None
-        status = None
-        if self.zygote is not None:
-            try:
-                status = self.zygote.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                self.zygote.kill()
-                status = self.zygote.wait()
+    def _on_zygote_exit(self, status: int | None) -> None:
+        """The zygote is gone; its workers die with it (PDEATHSIG). The link restarts it."""
         self.emit("zygote_exit", status=status)
         for w in list(self.workers.values()):
             self.kill_worker(w, "zygote_exit", Crash("the worker's parent (zygote) died", status=status))
-        if self.state != "running":
-            return
-        now = time.monotonic()
-        self._zygote_restarts.append(now)
-        if len(self._zygote_restarts) == self._zygote_restarts.maxlen and now - self._zygote_restarts[0] < 60:
-            log.error("zygote keeps dying; the engine stops accepting work")
-            self.state = "draining"
-            self._fail_all_queued(EngineUnavailable("the engine cannot keep its zygote alive"))
-            return
-        log.warning("zygote exited (status %s); restarting it", status)
-        self.start_zygote()
-        for pool in self.pools.values():
-            self.manage_workers(pool)
+        self.by_pid.clear()
+        if self.running and self.zygote.deaths > 1:
+            # Not a blip: the restart waits out a back-off. Callers get a
+            # clear answer now instead of waiting in a queue for it.
+            self._fail_all_queued(self._unavailable())
+
+    def _unavailable(self) -> EngineUnavailable:
+        retry = self.zygote.retry_after()
+        return EngineUnavailable(f"the engine's zygote is restarting; retry in {retry:g} s",
+                                 retry_after=retry)
 
     # ------------------------------------------------------------------ tenants
     def configure_tenant(self, name: str, limits: TenantLimits | None = None,
@@ -262,20 +230,12 @@ class Supervisor:
         if problem is not None:
             raise ValueError(problem)
         pool = self.pools.get(name)
-        if pool is None:
-            pool = TenantPool(name, limits or self.config.limits, data_dir, tuple(http or ()))
-            self.pools[name] = pool
-        else:
-            if limits is not None:
-                pool.limits = limits
-            if data_dir is not None:
-                pool.data_dir = data_dir
-            if http is not None and tuple(http) != pool.http:
-                # A changed [[http]] declaration must hold for the next call, not
-                # whenever the tenant's current workers happen to be recycled.
-                pool.http = tuple(http)
-                if pool.workers:
-                    self.recycle_tenant(name)
+        changed_http = pool is not None and http is not None and tuple(http) != pool.http
+        pool = self.pools.configure(name, limits, data_dir, http)
+        if changed_http and pool.workers:
+            # A changed [[http]] declaration must hold for the next call, not
+            # whenever the tenant's current workers happen to be recycled.
+            self.recycle_tenant(name)
         return pool
 
     def _policy(self, pool: TenantPool, worker_id: int) -> WorkerPolicy:
@@ -306,11 +266,11 @@ class Supervisor:
 
     # ------------------------------------------------------------------ workers
     def spawn_worker(self, pool: TenantPool) -> WorkerHandle | None:
-        if self.zchan is None:
+        if not self.zygote.ready:
             return None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         chan = Channel(ours, self.config.max_frame)
-        w = WorkerHandle(pool.name, chan)
+        w = WorkerHandle(pool.name, chan, self.clock())
         policy = self._policy(pool, w.id)
         fd = chan.fd
         chan.want_write = lambda on: (self.reactor.add_writer(fd, chan.flush) if on
@@ -320,7 +280,7 @@ class Supervisor:
         self.reactor.add_reader(fd, lambda: self._on_worker_readable(w))
         frame = wire.encode({"t": "spawn", "worker": w.id, "policy": policy.to_wire()})
         try:
-            self.zchan.send(frame, os.dup(theirs.fileno()))
+            self.zygote.send(frame, os.dup(theirs.fileno()))
         except OSError:
             # The zygote is gone; its EOF restarts it and respawns workers.
             theirs.close()
@@ -355,7 +315,7 @@ class Supervisor:
         pool.boot_failures += 1
         pool.boot_error = reason
         self._close_worker(w, "boot_failed")
-        if pool.boot_failures >= MAX_BOOT_FAILURES:
+        if pool.booting_fails:
             err = EngineUnavailable(f"workers for tenant {pool.name!r} fail to start: {reason}")
             while pool.queue:
                 self._finish(pool.queue.popleft(), Result.failure(err))
@@ -364,14 +324,19 @@ class Supervisor:
 
     def _became_ready(self, w: WorkerHandle) -> None:
         w.transition(WorkerState.IDLE)
-        w.ready_at = time.monotonic()
+        w.ready_at = self.clock()
         pool = self.pools[w.tenant]
         pool.boot_failures = 0
         if self.config.max_worker_age:
-            self._push(w.spawned_at + self.config.max_worker_age, "age", w)
+            w.timers.append(self.deadlines.at(w.spawned_at + self.config.max_worker_age,
+                                              lambda: self._on_age(w)))
         self.emit("worker_ready", tenant=w.tenant, worker=w.id, pid=w.pid,
                   boot_ms=(w.ready_at - w.spawned_at) * 1000.0)
         self._worker_free(w)
+
+    def _on_age(self, w: WorkerHandle) -> None:
+        if w.alive and w.state is WorkerState.IDLE and self._should_recycle(w):
+            self.retire_worker(w, "age")
 
     def _worker_free(self, w: WorkerHandle) -> None:
         """``w`` is IDLE with no job: give it the next queued one, or park it."""
@@ -382,13 +347,7 @@ class Supervisor:
                 continue
             self.dispatch(w, job)
             return
-        # The idle list is a stack: the warmest worker (its caches, its
-        # connections in global_) serves next. A fresh spare goes to the
-        # bottom so it only serves when every warm worker is busy.
-        if w.invocations == 0:
-            pool.idle.insert(0, w)
-        else:
-            pool.idle.append(w)
+        pool.park(w)
         self._serve_starved()
 
     def _drain_queue(self, pool: TenantPool) -> None:
@@ -431,6 +390,11 @@ class Supervisor:
             return
         w.transition(WorkerState.DEAD)
         w.exit_reason = reason
+        # Every deadline naming this worker goes now, so nothing keeps a dead
+        # worker (and its channel) alive until a 3600 s age timer runs out.
+        for d in w.timers:
+            self.deadlines.cancel(d)
+        w.timers.clear()
         self.reactor.remove_reader(w.chan.fd)
         self.reactor.remove_writer(w.chan.fd)
         w.chan.close()
@@ -440,14 +404,15 @@ class Supervisor:
         self.workers.pop(w.id, None)
         pool = self.pools.get(w.tenant)
         if pool is not None:
-            pool.workers.discard(w)
-            if w in pool.idle:
-                pool.idle.remove(w)
+            pool.forget(w)
         self.emit("worker_exit", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
-        if pool is not None and reason == "evicted" and not pool.workers and self.zchan is not None:
+        if pool is not None and reason == "evicted" and not pool.workers and self.zygote.ready:
             # The tenant lost its last worker to make room: its standby goes too.
-            self.zchan.send(wire.encode({"t": "drop_standby", "tenant": pool.name}))
-        if pool is not None and self.state == "running":
+            try:
+                self.zygote.send(wire.encode({"t": "drop_standby", "tenant": pool.name}))
+            except OSError:
+                pass
+        if pool is not None and self.running:
             self._drain_queue(pool)
             if reason in REPLACED:
                 self.replace_worker(pool)
@@ -469,7 +434,11 @@ class Supervisor:
             if w.alive:
                 self._worker_gone(w)
         elif w.pending_crash is not None:
-            job, w.pending_crash = w.pending_crash, None
+            self._report_crash(w)
+
+    def _report_crash(self, w: WorkerHandle) -> None:
+        job, w.pending_crash = w.pending_crash, None
+        if job is not None:
             self._finish(job, Result.failure(self._crash(w), worker=w.info()))
 
     def _crash(self, w: WorkerHandle) -> Crash:
@@ -511,18 +480,22 @@ class Supervisor:
                     pass
         self._close_worker(w, "crash")
         if job is not None and not job.done:
+            # The invoke frame was written: the call may have started. It is
+            # reported, never run again.
             if status_known or w.pid not in self.by_pid:
                 self._finish(job, Result.failure(self._crash(w), worker=w.info()))
             else:
                 w.pending_crash = job
-                self._push(time.monotonic() + STATUS_WAIT, "status", w)
+                # w is DEAD and its other timers are gone; this one holds it
+                # only until the zygote's exit report or STATUS_WAIT.
+                self.deadlines.after(STATUS_WAIT, lambda: self._report_crash(w))
 
     def _on_worker_readable(self, w: WorkerHandle) -> None:
         if not w.alive:
             return
         try:
             messages = w.chan.read()
-        except protocol.FrameError as exc:
+        except wire.FrameError as exc:
             self.kill_worker(w, "protocol_error", ProtocolError(
                 f"worker sent a bad frame: {exc.message}", reason=exc.reason))
             return
@@ -534,7 +507,7 @@ class Supervisor:
                 return
             try:
                 msg = protocol.parse_worker_message(raw)
-            except protocol.FrameError as exc:
+            except wire.FrameError as exc:
                 self.kill_worker(w, "protocol_error", ProtocolError(
                     f"worker sent a bad message: {exc.message}", reason=exc.reason))
                 return
@@ -567,7 +540,7 @@ class Supervisor:
         info["cpu_ms"] = msg.stats.get("cpu_ms")
         info["maxrss_kb"] = msg.stats.get("maxrss_kb")
         result = Result(msg.ok, msg.result, msg.error, msg.logs,
-                        (time.monotonic() - job.submitted) * 1000.0, info)
+                        (self.clock() - job.submitted) * 1000.0, info)
         # IDLE before the job is reported done, so observers of job_done (a
         # draining close waits for busy == 0) see the pool as it now is.
         w.transition(WorkerState.IDLE)
@@ -587,7 +560,7 @@ class Supervisor:
             return True
         if cfg.max_invocations_per_worker and w.invocations >= cfg.max_invocations_per_worker:
             return True
-        return bool(cfg.max_worker_age and time.monotonic() - w.spawned_at >= cfg.max_worker_age)
+        return bool(cfg.max_worker_age and self.clock() - w.spawned_at >= cfg.max_worker_age)
 
     def retire_worker(self, w: WorkerHandle, reason: str) -> None:
         """Planned recycle: ask the worker to exit (closing its resources), kill after a grace."""
@@ -602,9 +575,9 @@ class Supervisor:
             w.chan.send(wire.encode({"t": "exit"}))
         except OSError:
             pass
-        self._push(time.monotonic() + self.config.exit_grace, "grace", w)
+        w.timers.append(self.deadlines.after(self.config.exit_grace, lambda: self._on_grace(w)))
         self.emit("worker_retire", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
-        if self.state == "running":
+        if self.running:
             self._drain_queue(pool)
             self.manage_workers(pool)
 
@@ -618,13 +591,17 @@ class Supervisor:
         pool = self.pools.get(tenant)
         if pool is None:
             return {"retired": 0, "after_call": 0}
-        pool.recycle_before = time.monotonic()
+        pool.recycle_before = self.clock()
         idle = [w for w in pool.workers if w.state is WorkerState.IDLE]
         busy = pool.count(WorkerState.BUSY)
         for w in idle:
             self.retire_worker(w, "operator")
         self.emit("tenant_recycle", tenant=tenant, retired=len(idle), after_call=busy)
         return {"retired": len(idle), "after_call": busy}
+
+    def _on_grace(self, w: WorkerHandle) -> None:
+        if w.alive and w.state is WorkerState.EXITING:
+            self.kill_worker(w, w.exit_reason or "planned")
 
     def replace_worker(self, pool: TenantPool) -> None:
         """A worker died or was killed: start its replacement now, one for one.
@@ -633,27 +610,17 @@ class Supervisor:
         target, which after an external kill of several idle workers means
         waiting for the last one's death to be noticed.
         """
-        if self.zchan is None or pool.boot_failures >= MAX_BOOT_FAILURES:
+        if not self.zygote.ready or pool.booting_fails:
             return
-        live = sum(1 for w in pool.workers if w.state is not WorkerState.EXITING)
-        if live < pool.limits.max_concurrency + self.config.spares_per_tenant and self._make_room(pool):
+        if self.pools.replacement_fits(pool) and self._make_room(pool):
             self.spawn_worker(pool)
 
     def manage_workers(self, pool: TenantPool) -> None:
         """Keep busy + queued + spares workers for the tenant, within its limits and the cap."""
-        if self.state != "running" or self.zchan is None or pool.boot_failures >= MAX_BOOT_FAILURES:
+        if not self.running or not self.zygote.ready or pool.booting_fails:
             return
-        busy = spawning = idle = 0
-        for w in pool.workers:
-            if w.state is WorkerState.BUSY:
-                busy += 1
-            elif w.state is WorkerState.SPAWNING:
-                spawning += 1
-            elif w.state is WorkerState.IDLE:
-                idle += 1
-        spares = self.config.spares_per_tenant
-        want = min(busy + len(pool.queue) + spares, pool.limits.max_concurrency + spares)
-        have = busy + spawning + idle
+        have = self.pools.have(pool)
+        want = self.pools.wanted(pool)
         while have < want:
             if not self._make_room(pool):
                 break
@@ -661,26 +628,20 @@ class Supervisor:
                 break
             have += 1
 
-    def _live_count(self) -> int:
-        return sum(1 for w in self.workers.values() if w.state is not WorkerState.EXITING)
-
     def _make_room(self, pool: TenantPool) -> bool:
-        """True when one more worker fits under the global cap (evicting LRU idle ones)."""
-        if self._live_count() < self.config.max_workers:
+        """True when one more worker fits under the global cap (evicting an LRU idle one)."""
+        if self.pools.live_total() < self.pools.max_workers:
             return True
-        others = sorted((p for p in self.pools.values() if p is not pool and p.idle),
-                        key=lambda p: p.last_used)
-        for other in others:
-            victim = other.idle[0]  # the coldest worker of the least recently used tenant
-            self.retire_worker(victim, "evicted")
-            return True
-        return False
+        victim = self.pools.victim(pool)
+        if victim is None:
+            return False
+        self.retire_worker(victim, "evicted")
+        return True
 
     def _serve_starved(self) -> None:
         """A tenant with queued jobs and no worker at all may be waiting on the cap."""
-        for pool in self.pools.values():
-            if pool.queue and not any(w.state is not WorkerState.EXITING for w in pool.workers):
-                self.manage_workers(pool)
+        for pool in self.pools.starved():
+            self.manage_workers(pool)
 
     # ------------------------------------------------------------------ jobs
     def submit(self, tenant: str, *, path: str, source: str, function: str, args: list[Any],
@@ -706,21 +667,21 @@ class Supervisor:
                 source_bytes=len(source_json) + len(path_json) + len(fn_json))
         except wire.ArgumentError as exc:
             refused = BadRequest(exc.message, argument=exc.argument, reason=exc.reason)
-            path_json = fn_json = source_json = args_json = config_json = b"null"
         except wire.FrameError as exc:
             refused = BadRequest(f"the script's path, function or source cannot be sent: {exc.message}",
                                  reason=exc.reason)
-            path_json = fn_json = source_json = args_json = config_json = b"null"
-        job = Job(tenant, path_json, fn_json, source_json, source_digest(source), args_json, config_json,
-                  timeout, on_done, debug_code)
         if refused is not None:
-            self._finish(job, Result.failure(refused))
-            return job
+            return self.refuse(tenant, refused, on_done)
+        job = Job(tenant, path_json, fn_json, source_json, source_digest(source), args_json, config_json,
+                  timeout, on_done, debug_code, now=self.clock())
         pool.last_used = job.submitted
-        if self.state != "running":
+        if not self.running:
             self._finish(job, Result.failure(EngineUnavailable("the engine is not accepting work")))
             return job
-        if pool.boot_failures >= MAX_BOOT_FAILURES:
+        if self.zygote.backing_off:
+            self._finish(job, Result.failure(self._unavailable()))
+            return job
+        if pool.booting_fails:
             pool.boot_failures = MAX_BOOT_FAILURES - 1  # one more try for a new request
         # Spares exist to replace killed workers at once, not to raise the
         # tenant's concurrency: a call beyond max_concurrency waits in the queue.
@@ -735,16 +696,44 @@ class Supervisor:
             self._finish(job, Result.failure(Overloaded(
                 f"tenant {tenant!r} has {len(pool.queue)} invocations waiting", retry_after=1)))
             return job
-        pool.queue.append(job)
-        job.deadline = job.submitted + timeout
-        job.timer = self._push(job.deadline, "queued", job)
+        self._enqueue(pool, job, job.submitted + timeout)
         self.manage_workers(pool)
         return job
+
+    def _enqueue(self, pool: TenantPool, job: Job, deadline: float, front: bool = False) -> None:
+        """Queue ``job`` until ``deadline`` (the caller's wall clock covers waiting too)."""
+        job.deadline = deadline
+        self.deadlines.cancel(job.timer)
+        job.timer = self.deadlines.at(deadline, lambda: self._on_queued_deadline(job))
+        if front:
+            pool.queue.appendleft(job)
+        else:
+            pool.queue.append(job)
+
+    def _on_queued_deadline(self, job: Job) -> None:
+        if job.state is not JobState.QUEUED:
+            return
+        pool = self.pools.get(job.tenant)
+        if pool is not None:
+            try:
+                pool.queue.remove(job)
+            except ValueError:
+                pass
+        self._finish(job, Result.failure(Timeout(
+            f"no worker became free within the {job.timeout:g} s wall clock",
+            timeout=job.timeout, phase="queued")))
+
+    def _on_job_deadline(self, job: Job) -> None:
+        w = job.worker
+        if job.state is JobState.RUNNING and w is not None:
+            self.kill_worker(w, "timeout", Timeout(
+                f"invocation exceeded its {job.timeout:g} s wall clock; worker recycled",
+                timeout=job.timeout))
 
     def refuse(self, tenant: str, error: InvocationError,
                on_done: Callable[[Job], None] | None = None) -> Job:
         """A job that fails with ``error`` before it is queued (a request error: nothing runs)."""
-        job = Job(tenant, b"null", b"null", b"null", "", b"[]", b"{}", 0.0, on_done)
+        job = Job(tenant, b"null", b"null", b"null", "", b"[]", b"{}", 0.0, on_done, now=self.clock())
         self._finish(job, Result.failure(error))
         return job
 
@@ -753,19 +742,19 @@ class Supervisor:
         w.job = job
         job.transition(JobState.RUNNING)
         job.worker = w
-        now = time.monotonic()
+        now = self.clock()
         if job.deadline and job.deadline <= now:
             job.deadline = now  # spent its whole budget in the queue
         elif not job.deadline:
             job.deadline = now + job.timeout
         # A queued job keeps the deadline it got at submission: the caller's
         # wall clock covers waiting for a worker too.
-        self._cancel(job.timer)
-        job.timer = self._push(job.deadline, "job", job)
+        self.deadlines.cancel(job.timer)
+        job.timer = self.deadlines.at(job.deadline, lambda: self._on_job_deadline(job))
         self._send_invoke(w, job)
 
     def _send_invoke(self, w: WorkerHandle, job: Job) -> None:
-        remaining = max(0.001, job.deadline - time.monotonic())
+        remaining = max(0.001, job.deadline - self.clock())
         try:
             if job.debug_code is not None:
                 frame = wire.encode({"t": "debug_exec", "id": job.id, "code": job.debug_code},
@@ -776,7 +765,7 @@ class Supervisor:
                                           None if known else job.source_json, job.args_json,
                                           job.config_json)
                 w.known_sources.add(job.hash)
-        except wire.FrameError as exc:  # submit checked the sizes: a bug, never the worker's fault
+        except wire.FrameError as exc:  # submit checked the sizes: never the worker's fault
             w.job = None
             job.worker = None
             w.transition(WorkerState.IDLE)
@@ -788,18 +777,16 @@ class Supervisor:
             w.chan.send(frame)
         except (BrokenPipeError, ConnectionResetError):
             # The worker died before it could read the call (killed while
-            # idle, its EOF not yet seen). The call never started: run it on
-            # another worker instead of failing it.
+            # idle, its EOF not yet seen): the write found the peer gone, so
+            # the call provably never started. Run it on another worker.
             if job.resent:  # need_source resend: the call may have been read
                 self.kill_worker(w, "crash")
                 return
             w.job = None
             job.worker = None
             job.transition(JobState.QUEUED)
-            self._cancel(job.timer)
-            job.timer = self._push(job.deadline, "queued", job)
-            pool = self.pools[w.tenant]
-            pool.queue.appendleft(job)
+            self._enqueue(self.pools[w.tenant], job, job.deadline, front=True)
+            self.emit("job_requeued", tenant=job.tenant, job=job.id, worker=w.id)
             self._worker_gone(w)
         except OSError as exc:
             self.kill_worker(w, "protocol_error", ProtocolError(f"worker stopped reading: {exc}"))
@@ -808,10 +795,10 @@ class Supervisor:
         if job.done:
             return
         job.transition(JobState.DONE)
-        self._cancel(job.timer)
+        self.deadlines.cancel(job.timer)
         job.timer = None
         if not result.duration_ms:
-            result.duration_ms = (time.monotonic() - job.submitted) * 1000.0
+            result.duration_ms = (self.clock() - job.submitted) * 1000.0
         job.result = result
         job.worker = None
         self.emit("job_done", tenant=job.tenant, job=job.id, code=result.code,
@@ -823,88 +810,15 @@ class Supervisor:
                 log.exception("job completion callback failed")
 
     def _fail_all_queued(self, err: InvocationError) -> None:
-        for pool in self.pools.values():
+        for pool in self.pools:
             while pool.queue:
                 self._finish(pool.queue.popleft(), Result.failure(err))
-
-    # ------------------------------------------------------------------ deadlines
-    def _push(self, when: float, kind: str, obj: Any) -> list[Any]:
-        """Schedule ``kind`` for ``obj`` at ``when``. Returns a handle; ``handle[0] = None`` cancels.
-
-        Cancelled entries stay in the heap holding nothing (so finished jobs
-        and their payloads are freed at once) and are compacted away when they
-        outnumber the live ones.
-        """
-        ref = [obj]
-        heapq.heappush(self.heap, (when, next(self._seq), kind, ref))
-        if self._cancelled > 1024 and self._cancelled * 2 > len(self.heap):
-            self.heap = [e for e in self.heap if e[3][0] is not None]
-            heapq.heapify(self.heap)
-            self._cancelled = 0
-        if self._timer_at is None or when < self._timer_at:
-            self._timer_at = when
-            self.reactor.call_at(when, self._on_timer)
-        return ref
-
-    def _cancel(self, ref: list[Any] | None) -> None:
-        if ref is not None and ref[0] is not None:
-            ref[0] = None
-            self._cancelled += 1
-
-    def _on_timer(self) -> None:
-        self._timer_at = None
-        now = time.monotonic()
-        heap = self.heap
-        while heap and heap[0][0] <= now:
-            when, _, kind, ref = heapq.heappop(heap)
-            obj = ref[0]
-            if obj is None:
-                self._cancelled = max(0, self._cancelled - 1)
-                continue
-            if kind == "job":
-                job: Job = obj
-                if job.state is JobState.RUNNING and job.deadline == when and job.worker is not None:
-                    w = job.worker
-                    self.kill_worker(w, "timeout", Timeout(
-                        f"invocation exceeded its {job.timeout:g} s wall clock; worker recycled",
-                        timeout=job.timeout))
-            elif kind == "queued":
-                job = obj
-                if job.state is JobState.QUEUED:
-                    pool = self.pools.get(job.tenant)
-                    if pool is not None:
-                        try:
-                            pool.queue.remove(job)
-                        except ValueError:
-                            pass
-                    self._finish(job, Result.failure(Timeout(
-                        f"no worker became free within the {job.timeout:g} s wall clock",
-                        timeout=job.timeout, phase="queued")))
-            elif kind == "grace":
-                w = obj
-                if w.alive and w.state is WorkerState.EXITING:
-                    self.kill_worker(w, w.exit_reason or "planned")
-            elif kind == "status":
-                w = obj
-                if w.pending_crash is not None:
-                    job, w.pending_crash = w.pending_crash, None
-                    self._finish(job, Result.failure(self._crash(w), worker=w.info()))
-            elif kind == "age":
-                w = obj
-                if w.alive and w.state is WorkerState.IDLE and self._should_recycle(w):
-                    self.retire_worker(w, "age")
-            now = time.monotonic()
-        if heap:
-            self._timer_at = heap[0][0]
-            self.reactor.call_at(self._timer_at, self._on_timer)
-        else:
-            self.reactor.call_at(None, self._on_timer)
 
     # ------------------------------------------------------------------ shutdown
     def drain(self) -> None:
         """Stop accepting work; queued jobs fail, running ones finish or time out."""
-        if self.state == "running":
-            self.state = "draining"
+        if self.state is SupervisorState.RUNNING:
+            self._move(SupervisorState.DRAINING)
             self._fail_all_queued(EngineUnavailable("the engine is shutting down"))
 
     @property
@@ -913,56 +827,46 @@ class Supervisor:
 
     def stop(self) -> None:
         """Kill every worker, stop the zygote and wait for it. Idempotent."""
-        if self.state == "stopped":
+        if self.state is SupervisorState.STOPPED:
             return
         self.drain()
-        self.state = "stopped"
+        self._move(SupervisorState.STOPPED)
         for w in list(self.workers.values()):
             self.kill_worker(w, "shutdown", EngineUnavailable("the engine stopped"))
-        if self.zchan is not None:
-            try:
-                self.zchan.send(wire.encode({"t": "stop"}))
-                self.zchan.sock.setblocking(True)
-                self.zchan.flush()
-            except OSError:
-                pass
-        if self.zygote is not None:
-            try:
-                self.zygote.wait(timeout=10.0)
-            except subprocess.TimeoutExpired:
-                self.zygote.kill()
-                self.zygote.wait()
-        if self.zchan is not None:
-            self.reactor.remove_reader(self.zchan.fd)
-            self.reactor.remove_writer(self.zchan.fd)
-            self.zchan.close()
-            self.zchan = None
+        self.zygote.stop()
         self.by_pid.clear()
-        self.reactor.call_at(None, self._on_timer)
-        self.heap.clear()
+        self.deadlines.clear()
 
     # ------------------------------------------------------------------ stats
     def stats(self, *, memory: bool = True) -> dict[str, Any]:
-        import psutil
-
         tenants: dict[str, Any] = {}
-        for pool in self.pools.values():
+        now = self.clock()
+        for pool in self.pools:
             ws = []
             for w in pool.workers:
                 entry: dict[str, Any] = {"worker_id": w.id, "pid": w.pid, "state": w.state.name.lower(),
                                          "invocations": w.invocations,
-                                         "age_s": round(time.monotonic() - w.spawned_at, 3)}
+                                         "age_s": round(now - w.spawned_at, 3)}
                 if memory and w.pid is not None:
-                    try:
-                        p = psutil.Process(w.pid)
-                        mem = p.memory_full_info()
-                        cpu = p.cpu_times()
-                        entry.update(rss=mem.rss, uss=mem.uss, cpu_s=round(cpu.user + cpu.system, 3))
-                    except (psutil.Error, OSError):
-                        pass
+                    entry.update(_memory(w.pid))
                 ws.append(entry)
             tenants[pool.name] = {"workers": ws, "queued": len(pool.queue),
                                   "idle": len(pool.idle), "boot_error": pool.boot_error or None}
-        return {"state": self.state, "zygote_pid": self.zygote.pid if self.zygote else None,
+        return {"state": self.state.value, "available": self.available,
+                "zygote_pid": self.zygote.pid if self.zygote.chan is not None else None,
+                "zygote": {"state": self.zygote.state.value, "deaths": self.zygote.deaths,
+                           "restarts": self.zygote.restarts},
                 "layers": self.layers, "tenants": tenants, "counters": dict(self.counters),
-                "workers_alive": len(self.workers)}
+                "workers_alive": len(self.workers), "deadlines": len(self.deadlines)}
+
+
+def _memory(pid: int) -> dict[str, Any]:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        mem = p.memory_full_info()
+        cpu = p.cpu_times()
+        return {"rss": mem.rss, "uss": mem.uss, "cpu_s": round(cpu.user + cpu.system, 3)}
+    except (psutil.Error, OSError):
+        return {}

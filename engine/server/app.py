@@ -237,7 +237,7 @@ def _status_for(result: dict[str, Any]) -> tuple[int, dict[str, str]]:
         # that never touch the store) out of the pool for it (docs/scaling.md)
         status = 504
         headers["Retry-After"] = str(DEFAULT_RETRY_AFTER)
-    if status == 429:
+    if status == 429 or error.get("code") == "engine_unavailable":
         retry = error.get("retry_after", DEFAULT_RETRY_AFTER)
         headers["Retry-After"] = str(max(1, math.ceil(retry if isinstance(retry, (int, float)) else 1)))
     return status, headers
@@ -426,10 +426,14 @@ async def readyz(request: Request) -> Response:
     # node_ready leaves out what every node shares (the PostgreSQL store): a
     # load balancer's health check keys on it (deploy/haproxy/haproxy.cfg), so
     # a store outage does not take every node out of the pool at once
-    node_ready = state.ready and not state.draining and bool(getattr(state.engine, "available", True))
+    # the engine is down while its zygote restarts (backing off after
+    # repeated deaths): the node is not ready until it is back
+    engine_ok = bool(getattr(state.engine, "available", True))
+    node_ready = state.ready and not state.draining and engine_ok
     ready = ready and node_ready
     admin = _is_admin(state, request)
     body: dict[str, Any] = {"ready": ready, "node_ready": node_ready, "draining": state.draining,
+                            "engine": engine_ok,
                             "user_store": {"ok": store["ok"], "kind": store["kind"]}}
     if admin:
         body["tenants"] = sorted(state.registry.tenants)

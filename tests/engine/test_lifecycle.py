@@ -244,16 +244,16 @@ def test_oversized_argument_is_refused_before_dispatch(engine):
 
 def test_engine_refuses_to_start_when_required_layers_are_missing(tmp_path, monkeypatch):
     from scriptvisor.engine import errors
-    from scriptvisor.engine.supervisor import Supervisor
+    from scriptvisor.engine.zygote_link import ZygoteLink
 
-    real = Supervisor._on_zygote_readable
+    real = ZygoteLink._on_readable
 
     def fake(self):
         real(self)
         if self.layers:
             self.layers = dict(self.layers, landlock=[False, "pretend: kernel without Landlock"])
 
-    monkeypatch.setattr(Supervisor, "_on_zygote_readable", fake)
+    monkeypatch.setattr(ZygoteLink, "_on_readable", fake)
     with pytest.raises(errors.ConfinementUnavailable) as info:
         Engine(make_config(state_dir=str(tmp_path), require_all_layers=True)).start()
     assert "landlock" in info.value.message
@@ -379,3 +379,19 @@ def test_async_graceful_close_waits_for_a_call_in_flight(tmp_path):
 
     res = asyncio.run(main())
     assert res.ok and res.result == "finished"
+
+
+def test_engine_backs_off_after_repeated_zygote_deaths_and_comes_back_by_itself(engine):
+    """Issue 14: the engine never gives up; while its zygote is down it says so."""
+    sup = engine.supervisor
+    assert engine.invoke("acme", source=NOOP, path="noop.py").ok
+    for n in range(1, 5):
+        os.kill(sup.zygote.pid, signal.SIGKILL)
+        assert engine.run_until(lambda: sup.zygote.deaths == n, 10)
+        if n < 4:  # let the next one start (and be killed in turn)
+            assert engine.run_until(lambda: sup.zygote.chan is not None, 30)
+    assert sup.zygote.backing_off and not engine.available
+    res = engine.invoke("acme", source=NOOP, path="noop.py")
+    assert res.code == "engine_unavailable" and res.error["retry_after"] >= 1
+    assert engine.run_until(lambda: engine.available, 60), "the zygote came back by itself"
+    assert engine.invoke("acme", source=NOOP, path="noop.py").ok

@@ -1,0 +1,145 @@
+"""Per-tenant pool bookkeeping: which workers a tenant has, wants, and may lose.
+
+Pure bookkeeping, no I/O: the supervisor asks ``Pools`` how many workers a
+tenant should have (``wanted``), whether one more fits under the global cap
+and which idle worker to evict for it (``victim``), and which tenants wait
+with no worker at all (``starved``).  Nothing here spawns or kills.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Iterator
+
+from scriptvisor.sandbox.wire import HttpEndpoint
+
+from .config import TenantLimits
+from .worker import Job, WorkerHandle, WorkerState
+
+__all__ = ["MAX_BOOT_FAILURES", "Pools", "TenantPool"]
+
+#: Consecutive boot failures after which a tenant's queued jobs are failed
+#: instead of retried (a worker that cannot boot must not spin the loop).
+MAX_BOOT_FAILURES = 3
+
+
+class TenantPool:
+    __slots__ = ("name", "limits", "data_dir", "http", "workers", "idle", "queue", "last_used",
+                 "boot_failures", "boot_error", "recycle_before")
+
+    def __init__(self, name: str, limits: TenantLimits, data_dir: str | None, now: float,
+                 http: tuple[HttpEndpoint, ...] = ()) -> None:
+        self.name = name
+        self.limits = limits
+        self.data_dir = data_dir
+        #: declared [[http]] endpoints, as the worker's http facade receives them
+        self.http = http
+        self.workers: set[WorkerHandle] = set()
+        self.idle: list[WorkerHandle] = []   # LIFO: the warmest worker is reused first
+        self.queue: deque[Job] = deque()
+        self.last_used = now
+        self.boot_failures = 0
+        self.boot_error = ""
+        #: workers spawned before this (monotonic) are retired when next free
+        #: (``Supervisor.recycle_tenant``: the operator's "recycle" action)
+        self.recycle_before = 0.0
+
+    def count(self, state: WorkerState) -> int:
+        return sum(1 for w in self.workers if w.state is state)
+
+    def has_slot(self) -> bool:
+        """May one more of this tenant's calls run now (``max_concurrency``)?"""
+        return self.count(WorkerState.BUSY) < self.limits.max_concurrency
+
+    def live(self) -> int:
+        """Workers that are not on their way out."""
+        return sum(1 for w in self.workers if w.state is not WorkerState.EXITING)
+
+    @property
+    def booting_fails(self) -> bool:
+        """Its workers keep failing to boot: stop spawning until a new request."""
+        return self.boot_failures >= MAX_BOOT_FAILURES
+
+    def park(self, w: WorkerHandle) -> None:
+        """An IDLE worker with nothing to do. The idle list is a stack: the
+        warmest worker (its caches, its connections in global_) serves next;
+        a fresh spare goes to the bottom so it only serves when every warm
+        worker is busy."""
+        if w.invocations == 0:
+            self.idle.insert(0, w)
+        else:
+            self.idle.append(w)
+
+    def forget(self, w: WorkerHandle) -> None:
+        self.workers.discard(w)
+        if w in self.idle:
+            self.idle.remove(w)
+
+
+class Pools:
+    """All tenants' pools, the spares rule and the global worker cap."""
+
+    def __init__(self, default_limits: TenantLimits, *, spares: int, max_workers: int,
+                 clock: Callable[[], float]) -> None:
+        self.default_limits = default_limits
+        self.spares = spares
+        self.max_workers = max_workers
+        self.clock = clock
+        self.by_name: dict[str, TenantPool] = {}
+
+    def __iter__(self) -> Iterator[TenantPool]:
+        return iter(self.by_name.values())
+
+    def __getitem__(self, name: str) -> TenantPool:
+        return self.by_name[name]
+
+    def get(self, name: str) -> TenantPool | None:
+        return self.by_name.get(name)
+
+    def configure(self, name: str, limits: TenantLimits | None, data_dir: str | None,
+                  http: tuple[HttpEndpoint, ...] | None = None) -> TenantPool:
+        pool = self.by_name.get(name)
+        if pool is None:
+            pool = TenantPool(name, limits or self.default_limits, data_dir, self.clock(), tuple(http or ()))
+            self.by_name[name] = pool
+        else:
+            if limits is not None:
+                pool.limits = limits
+            if data_dir is not None:
+                pool.data_dir = data_dir
+            if http is not None:
+                pool.http = tuple(http)
+        return pool
+
+    def wanted(self, pool: TenantPool) -> int:
+        """Workers the tenant should have: busy + queued + spares, within its concurrency + spares.
+
+        Spares exist to replace killed workers at once, not to raise the
+        tenant's concurrency: a call beyond max_concurrency waits in the queue.
+        """
+        busy = pool.count(WorkerState.BUSY)
+        cap = pool.limits.max_concurrency + self.spares
+        return min(busy + len(pool.queue) + self.spares, cap)
+
+    def have(self, pool: TenantPool) -> int:
+        """Workers that are or will be able to serve (busy, spawning, idle)."""
+        return sum(1 for w in pool.workers
+                   if w.state in (WorkerState.BUSY, WorkerState.SPAWNING, WorkerState.IDLE))
+
+    def replacement_fits(self, pool: TenantPool) -> bool:
+        """One-for-one replacement of a dead worker stays within concurrency + spares."""
+        return pool.live() < pool.limits.max_concurrency + self.spares
+
+    def live_total(self) -> int:
+        return sum(p.live() for p in self.by_name.values())
+
+    def victim(self, pool: TenantPool) -> WorkerHandle | None:
+        """When the cap is reached: the coldest idle worker of the least recently used other tenant."""
+        others = [p for p in self.by_name.values() if p is not pool and p.idle]
+        if not others:
+            return None
+        return min(others, key=lambda p: p.last_used).idle[0]
+
+    def starved(self) -> list[TenantPool]:
+        """Tenants with queued jobs and no live worker (they may be waiting on the cap)."""
+        return [p for p in self.by_name.values() if p.queue and not p.live()]

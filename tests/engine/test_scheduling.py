@@ -1,0 +1,257 @@
+"""The supervisor's scheduling rules against a fake zygote, fake workers and a fake clock.
+
+Each test runs in milliseconds: no process is forked, time moves only when
+the test says so (``tests/engine/fakes.py``).  The same rules are exercised
+through real processes in ``test_lifecycle.py``.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from scriptvisor.engine.config import TenantLimits
+from scriptvisor.engine.deadlines import Deadlines
+from scriptvisor.engine.supervisor import SupervisorState
+from scriptvisor.engine.worker import IllegalTransition, WorkerState
+from scriptvisor.engine.zygote_link import BACKOFF_MAX, ZygoteLink
+
+from .fakes import Rig
+
+
+@pytest.fixture
+def rigs():
+    made: list[Rig] = []
+
+    def make(**kw):
+        rig = Rig(**kw)
+        made.append(rig)
+        return rig
+
+    yield make
+    for rig in made:
+        rig.close()
+
+
+# -- pools: spares, concurrency, the cap ---------------------------------------
+
+def test_first_call_starts_a_worker_and_one_spare(rigs):
+    rig = rigs(spares_per_tenant=1)
+    job = rig.submit("acme", 42)
+    assert job.result.ok and job.result.result == 42
+    assert rig.count("worker_spawn", tenant="acme") == 2
+    pool = rig.sup.pools["acme"]
+    assert len(pool.idle) == 2 and pool.idle[0].invocations == 0  # the spare waits underneath
+
+
+def test_calls_beyond_max_concurrency_wait_in_the_queue(rigs):
+    rig = rigs(auto=False, spares_per_tenant=0, limits=TenantLimits(timeout=5.0, max_concurrency=2))
+    jobs = [rig.submit("acme", i) for i in range(3)]
+    pool = rig.sup.pools["acme"]
+    assert pool.count(WorkerState.BUSY) == 2 and len(pool.queue) == 1
+    assert rig.count("worker_spawn") == 2  # no third worker: the limit is concurrency, not workers
+    first = next(w for w in rig.workers if w.pending)
+    first.answer()
+    rig.settle()
+    assert len(pool.queue) == 0 and len(first.pending) == 1  # the freed worker took the queued call
+    for w in rig.workers:
+        while w.pending:
+            w.answer()
+    rig.settle()
+    assert sorted(j.result.result for j in jobs) == [0, 1, 2]
+    assert rig.count("worker_spawn") == 2
+
+
+def test_full_queue_answers_overloaded(rigs):
+    rig = rigs(auto=False, spares_per_tenant=0,
+               limits=TenantLimits(timeout=5.0, max_concurrency=1, max_queue=1))
+    running, queued, refused = (rig.submit("acme", i) for i in range(3))
+    assert refused.result.code == "overloaded" and refused.result.error["retry_after"] == 1
+    assert not running.done and not queued.done
+
+
+def test_global_cap_evicts_the_coldest_idle_worker_of_the_least_recent_tenant(rigs):
+    rig = rigs(spares_per_tenant=0, max_workers=2)
+    rig.submit("t1", 1)
+    rig.advance(1.0)
+    rig.submit("t2", 2)
+    rig.advance(1.0)
+    job = rig.submit("t3", 3)
+    assert job.result.result == 3
+    retired = [e for e in rig.events if e["event"] == "worker_retire"]
+    assert [(e["tenant"], e["reason"]) for e in retired] == [("t1", "evicted")]
+    assert not rig.live("t1") and rig.live("t2") and rig.live("t3")
+
+
+def test_a_queued_call_times_out_at_its_own_deadline(rigs):
+    rig = rigs(auto=False, spares_per_tenant=0, limits=TenantLimits(timeout=5.0, max_concurrency=1))
+    running = rig.submit("acme", 1)
+    queued = rig.submit("acme", 2, timeout=1.0)
+    rig.advance(0.999)
+    assert not queued.done
+    rig.advance(0.002)
+    assert queued.result.code == "timeout" and queued.result.error["phase"] == "queued"
+    assert not running.done  # its own 5 s deadline is far away
+    assert rig.sup.pools["acme"].queue == type(rig.sup.pools["acme"].queue)()
+
+
+def test_a_running_call_is_killed_at_its_deadline_and_replaced(rigs):
+    rig = rigs(auto=False, spares_per_tenant=0)
+    job = rig.submit("acme", 1, timeout=0.5)
+    [worker] = rig.live()
+    rig.advance(0.5)
+    assert job.result.code == "timeout"
+    assert rig.count("worker_exit", reason="timeout") == 1
+    assert rig.sup.workers and worker.pid not in {w.pid for w in rig.sup.workers.values()}
+
+
+# -- crash accounting: never run twice -----------------------------------------
+
+def test_a_worker_that_dies_after_the_call_started_is_crash_and_never_rerun(rigs):
+    rig = rigs(auto=False, spares_per_tenant=1)
+    job = rig.submit("acme", 7)
+    [worker] = [w for w in rig.workers if w.pending]
+    worker.die(status=11)  # SIGSEGV, after it read the invoke frame
+    rig.settle()
+    assert job.result.code == "crash" and job.result.error["signal_name"] == "SIGSEGV"
+    invokes = [m for w in rig.workers for m in w.invokes if m["id"] == job.id]
+    assert len(invokes) == 1, "the invocation was sent once and never again"
+    assert rig.count("job_requeued") == 0
+
+
+def test_a_call_written_to_an_already_dead_worker_runs_elsewhere_once(rigs):
+    rig = rigs(spares_per_tenant=1)
+    warm = rig.submit("acme", 1)
+    assert warm.result.ok
+    warm_worker = next(w for w in rig.workers if w.invokes)
+    warm_worker.die(report=False)  # dead, its EOF not yet seen by the supervisor
+    job = rig.sup.submit("acme", path="s.py", source="x", function="s", args=[2], configuration={},
+                         timeout=None)  # dispatched before the loop runs: the write finds EPIPE
+    rig.settle()
+    assert job.result.ok and job.result.result == 2
+    assert rig.count("job_requeued", job=job.id) == 1
+    invokes = [m for w in rig.workers for m in w.invokes if m["id"] == job.id]
+    assert len(invokes) == 1 and warm_worker.invokes[-1]["id"] != job.id
+
+
+def test_workers_that_cannot_boot_stop_being_spawned_after_three_tries(rigs):
+    rig = rigs(boot="fail", spares_per_tenant=0)
+    job = rig.submit("acme", 1)
+    assert job.result.code == "engine_unavailable"
+    assert "fail to start" in job.result.error["message"]
+    assert rig.count("worker_spawn") == 3
+    rig.advance(10.0)
+    assert rig.count("worker_spawn") == 3  # nothing spins
+    rig.zygote.boot = "ready"
+    again = rig.submit("acme", 2)  # a new request gets one more try
+    assert again.result.ok
+
+
+# -- nothing leaks --------------------------------------------------------------
+
+def _alive(type_name):
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == type_name)
+
+
+def test_dead_workers_and_finished_jobs_hold_no_deadline(rigs):
+    """Issue 14's age-timer leak: 300 timeouts, each killing and replacing a worker."""
+    rig = rigs(auto=False, spares_per_tenant=1, max_worker_age=3600.0)
+    jobs_before = _alive("Job")
+    for i in range(300):
+        job = rig.submit("acme", i, timeout=0.01)
+        rig.advance(0.011)
+        assert job.result.code == "timeout"
+    del job
+    assert sum(1 for w in rig.workers if w.closed) >= 300
+    assert _alive("WorkerHandle") <= len(rig.sup.workers), "dead workers are kept alive"
+    assert _alive("Job") <= jobs_before, "finished jobs are kept alive"
+    assert len(rig.sup.deadlines) <= len(rig.sup.workers)  # one age timer per live worker
+    assert rig.sup.deadlines.size <= 2 * len(rig.sup.deadlines) + Deadlines.COMPACT_AFTER + 2
+
+
+# -- the zygote: back-off, never give up ----------------------------------------
+
+def test_zygote_restarts_back_off_exponentially_and_never_give_up(rigs):
+    rig = rigs()
+    assert rig.submit("acme", 1).result.ok
+    delays = []
+    for _ in range(12):
+        before = rig.clock()
+        rig.zygote.die()
+        rig.settle()
+        link = rig.sup.zygote
+        if link.backing_off:
+            delays.append(link.restart.when - before)
+            refused = rig.submit("acme", 2)
+            assert refused.result.code == "engine_unavailable"
+            assert refused.result.error["retry_after"] >= 1
+            assert not rig.sup.available
+            rig.advance(link.restart.when - rig.clock())
+        else:
+            delays.append(0.0)
+        assert len(rig.zygotes) == len(delays) + 1  # restarted: never given up
+    assert delays[0] == 0.0 and delays[1] == 0.25 and delays[2] == 0.5
+    assert all(b >= a for a, b in zip(delays, delays[1:]))
+    assert max(delays) == BACKOFF_MAX
+    rig.zygote.hello()
+    rig.settle()
+    assert rig.sup.available
+    assert rig.submit("acme", 3).result.result == 3
+    # a zygote that stays up long enough starts a fresh series
+    rig.advance(61.0)
+    rig.zygote.die()
+    rig.settle()
+    assert not rig.sup.zygote.backing_off and rig.sup.zygote.deaths == 1
+
+
+def test_backoff_schedule():
+    assert [ZygoteLink.backoff(n) for n in range(1, 6)] == [0.0, 0.25, 0.5, 1.0, 2.0]
+    assert ZygoteLink.backoff(50) == BACKOFF_MAX
+
+
+def test_calls_queued_during_a_single_zygote_restart_run_after_it(rigs):
+    rig = rigs(spares_per_tenant=0)
+    assert rig.submit("acme", 1).result.ok
+    rig.zygote.die()
+    rig.settle()
+    job = rig.submit("acme", 2)  # restarting at once, not backing off: it waits
+    assert not job.done
+    rig.zygote.hello()
+    rig.settle()
+    assert job.result.result == 2
+
+
+# -- the supervisor's own state -------------------------------------------------
+
+def test_supervisor_state_moves_only_along_its_table(rigs):
+    rig = rigs()
+    assert rig.sup.state is SupervisorState.RUNNING
+    rig.sup.drain()
+    assert rig.sup.state is SupervisorState.DRAINING
+    assert rig.submit("acme", 1).result.code == "engine_unavailable"
+    with pytest.raises(IllegalTransition):
+        rig.sup._move(SupervisorState.RUNNING)
+    rig.sup.stop()
+    assert rig.sup.state is SupervisorState.STOPPED
+    rig.sup.stop()  # idempotent
+
+
+def test_deadlines_run_in_order_and_cancelled_ones_release_their_action():
+    now = [0.0]
+    armed = []
+    d = Deadlines(lambda: now[0], armed.append)
+    ran = []
+    d.at(2.0, lambda: ran.append(2))
+    one = d.at(1.0, lambda: ran.append(1))
+    d.at(3.0, lambda: ran.append(3))
+    assert armed[-1] == 1.0
+    d.cancel(one)
+    assert one.action is None and len(d) == 2
+    now[0] = 2.5
+    d.fire()
+    assert ran == [2] and armed[-1] == 3.0
+    now[0] = 3.0
+    d.fire()
+    assert ran == [2, 3] and armed[-1] is None and len(d) == 0
