@@ -42,6 +42,8 @@ __all__ = [
 @dataclass(slots=True)
 class Ready:
     pid: int
+    #: milliseconds per boot step (fork, each confinement layer, runner boot)
+    timings: dict[str, float]
 
 
 @dataclass(slots=True)
@@ -100,7 +102,12 @@ def parse_worker_message(msg: dict[str, Any]) -> Ready | WorkerResult | NeedSour
         return NeedSource(job_id)
     if kind == "ready":
         pid = msg.get("pid")
+        timings = msg.get("timings", {})
         if type(pid) is not int:
             raise FrameError("bad_message", "ready needs an integer pid")
-        return Ready(pid)
+        if type(timings) is not dict or len(timings) > 32 or not all(
+            type(k) is str and len(k) <= 40 and type(v) in (int, float) for k, v in timings.items()
+        ):
+            raise FrameError("bad_message", "ready timings must map at most 32 names to numbers")
+        return Ready(pid, timings)
     raise FrameError("bad_message", f"unknown message type from worker: {kind[:40]!r}")

@@ -331,7 +331,7 @@ class Supervisor:
             w.timers.append(self.deadlines.at(w.spawned_at + self.config.max_worker_age,
                                               lambda: self._on_age(w)))
         self.emit("worker_ready", tenant=w.tenant, worker=w.id, pid=w.pid,
-                  boot_ms=(w.ready_at - w.spawned_at) * 1000.0)
+                  boot_ms=(w.ready_at - w.spawned_at) * 1000.0, timings=w.boot_timings)
         self._worker_free(w)
 
     def _on_age(self, w: WorkerHandle) -> None:
@@ -526,6 +526,7 @@ class Supervisor:
                     self.kill_worker(w, "protocol_error", ProtocolError("unexpected ready frame"))
                     return
                 w.got_ready = True
+                w.boot_timings = msg.timings
                 if w.pid is not None:
                     self._became_ready(w)
 
@@ -539,6 +540,8 @@ class Supervisor:
         info = w.info()
         info["cpu_ms"] = msg.stats.get("cpu_ms")
         info["maxrss_kb"] = msg.stats.get("maxrss_kb")
+        if "compile_ms" in msg.stats:
+            info["compile_ms"] = msg.stats["compile_ms"]
         result = Result(msg.ok, msg.result, msg.error, msg.logs,
                         (self.clock() - job.submitted) * 1000.0, info)
         # IDLE before the job is reported done, so observers of job_done (a

@@ -208,7 +208,7 @@ class WorkerHandle:
     __slots__ = (
         "id", "tenant", "chan", "pid", "pidfd", "state", "job", "known_sources",
         "spawned_at", "ready_at", "invocations", "got_ready", "exit_status",
-        "exit_reason", "pending_crash", "timers",
+        "exit_reason", "pending_crash", "timers", "boot_timings",
     )
 
     def __init__(self, tenant: str, chan: Channel, now: float | None = None) -> None:
@@ -230,6 +230,7 @@ class WorkerHandle:
         #: Deadline entries that name this worker (age, grace, status): all
         #: cancelled when it dies, so nothing keeps a dead worker alive.
         self.timers: list[Any] = []
+        self.boot_timings: dict[str, float] = {}
 
     def transition(self, new: WorkerState) -> None:
         self.state = _move(f"worker {self.id}", _WORKER_MOVES, self.state, new)

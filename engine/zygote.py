@@ -177,6 +177,7 @@ class Zygote:
     def _fork(self, fd: int | None, policy: WorkerPolicy, link: int | None) -> int | None:
         """Fork a worker (``fd``: its channel) or a standby (``link``: its zygote link)."""
         keep: set[int] = set()
+        t_prepare = time.perf_counter()
         if policy.confine and self.confine is not None:
             try:
                 self.confine.prepare(policy)
@@ -186,6 +187,7 @@ class Zygote:
                     os.close(fd)
                 self.last_error = f"prepare failed: {exc}"
                 return None
+        t_fork = time.perf_counter()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -194,13 +196,16 @@ class Zygote:
             self.last_error = f"fork failed: {exc}"
             return None
         if pid == 0:  # pragma: no cover - runs in the child, observed through the engine
-            self._child(fd if fd is not None else link, keep, policy, standby=fd is None)
+            timings = {"prepare_ms": round((t_fork - t_prepare) * 1000.0, 4),
+                       "fork_ms": round((time.perf_counter() - t_fork) * 1000.0, 4)}
+            self._child(fd if fd is not None else link, keep, policy, standby=fd is None, timings=timings)
         if fd is not None:
             os.close(fd)
         self.children[pid] = policy
         return pid
 
-    def _child(self, fd: int, keep: set[int], policy: WorkerPolicy, standby: bool = False) -> None:
+    def _child(self, fd: int, keep: set[int], policy: WorkerPolicy, standby: bool = False,
+               timings: dict[str, float] | None = None) -> None:
         from scriptvisor.sandbox import worker  # preloaded: a dict lookup
 
         code = wire.EXIT_BOOT_ERROR
@@ -223,14 +228,14 @@ class Zygote:
             os.closerange(low, 1 << 16)
             code = wire.EXIT_CONFINEMENT_FAILED
             if policy.confine and self.confine is not None:
-                self.confine.apply(policy)
+                self.confine.apply(policy, timings)
             else:
                 os.setsid()
             code = wire.EXIT_BOOT_ERROR
             if standby:
-                worker.standby(fd, policy)
+                worker.standby(fd, policy, timings)
             else:
-                worker.serve(fd, policy)
+                worker.serve(fd, policy, timings=timings)
         except BaseException:  # noqa: BLE001 - a child must never return into the zygote loop
             pass
         os._exit(code)

@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from typing import Any
 
 from scriptvisor.sandbox import landlock, rlimits, seccomp
@@ -429,15 +430,28 @@ def _discard(path: str) -> None:
 # ---------------------------------------------------------------------------
 # Child side
 
-def apply(policy: WorkerPolicy) -> None:
-    """Confine the calling (forked, single-threaded) worker. Irreversible."""
+def apply(policy: WorkerPolicy, timings: dict[str, float] | None = None) -> None:
+    """Confine the calling (forked, single-threaded) worker. Irreversible.
+
+    ``timings`` (optional) receives the milliseconds each step took, for the
+    cold-start figure of ``bench/``.
+    """
     zygote = _zygote_pid if _zygote_pid is not None else os.getppid()
+    clock = time.perf_counter
+    last = [clock()]
+
+    def mark(step: str) -> None:
+        if timings is not None:
+            now = clock()
+            timings[step] = round((now - last[0]) * 1000.0, 4)
+            last[0] = now
     try:
         if os.getsid(0) != os.getpid():
             os.setsid()
     except OSError as exc:
         raise ConfinementFailed("setsid", _errno_text(exc))
     _scrub_env(policy)
+    mark("setsid_env_ms")
     if not policy.confine:
         return
     layers = _layers()
@@ -446,6 +460,7 @@ def apply(policy: WorkerPolicy) -> None:
         rlimits.apply(policy.limits, per_uid=uid is not None)
     except rlimits.RlimitError as exc:
         raise ConfinementFailed("rlimits", str(exc))
+    mark("rlimits_ms")
     if uid is not None:
         gid = uid if gid is None else gid
         try:
@@ -462,12 +477,14 @@ def apply(policy: WorkerPolicy) -> None:
             os.chdir(scratch)  # relative paths land in the scratch dir, not in "/"
         except OSError as exc:
             raise ConfinementFailed("uid", f"cannot enter scratch dir: {_errno_text(exc)}")
+    mark("uid_ms")
     if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise ConfinementFailed("pdeathsig", os.strerror(ctypes.get_errno()))
     if os.getppid() != zygote:
         os._exit(0)  # the zygote died before we armed PDEATHSIG: nobody to serve
     if _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise ConfinementFailed("no_new_privs", os.strerror(ctypes.get_errno()))
+    mark("prctl_ms")
     if layers["landlock"][0]:
         rs = _rulesets.get(_key(policy))
         if rs is None or rs.fd < 0:
@@ -477,6 +494,7 @@ def apply(policy: WorkerPolicy) -> None:
         except OSError as exc:
             raise ConfinementFailed("landlock", _errno_text(exc))
         rs.close()
+    mark("landlock_ms")
     if layers["seccomp"][0]:
         prog = _programs.get(bool(policy.allowed_ports))
         if prog is None:
@@ -485,6 +503,7 @@ def apply(policy: WorkerPolicy) -> None:
             prog.install()
         except OSError as exc:
             raise ConfinementFailed("seccomp", _errno_text(exc))
+    mark("seccomp_ms")
 
 
 def _scrub_env(policy: WorkerPolicy) -> None:

@@ -308,6 +308,8 @@ class Runner:
         #: The per-worker dict scripts see as ``global_``: lives as long as this Runner.
         self.global_: dict[str, Any] = {}
         self._codes: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        #: ms the last cache miss spent compiling (0 after a hit); the worker reports it.
+        self.compile_ms = 0.0
         self._builtins = policy.make_builtins()
         #: Globals every invocation gets unchanged: the guard hooks and the injected errors.
         self._fixed_globals: dict[str, Any] = {
@@ -330,7 +332,9 @@ class Runner:
             return self._codes[key]
         except KeyError:
             pass
+        t0 = time.perf_counter()
         code = policy.compile_script(source, path)
+        self.compile_ms = (time.perf_counter() - t0) * 1000.0
         self._codes[key] = code
         while len(self._codes) > policy.COMPILE_CACHE_SIZE:
             self._codes.popitem(last=False)

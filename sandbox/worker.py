@@ -20,6 +20,7 @@ import os
 import resource
 import socket
 import sys
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -31,10 +32,25 @@ __all__ = ["serve", "standby"]
 SOURCE_CACHE = 64  # script sources kept by hash, so warm calls send none
 
 
-def _stats(before: resource.struct_rusage) -> dict[str, float]:
-    now = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (now.ru_utime - before.ru_utime) + (now.ru_stime - before.ru_stime)
-    return {"cpu_ms": round(cpu * 1000.0, 3), "maxrss_kb": now.ru_maxrss}
+class _Usage:
+    """CPU used since the previous result, and peak RSS: one getrusage per call.
+
+    The baseline is the previous call's end, not this call's start: between
+    the two the worker only blocks in ``recv`` (no CPU to speak of), and a
+    getrusage costs ~4 us, a noticeable share of a no-op call.
+    """
+
+    __slots__ = ("_cpu",)
+
+    def __init__(self) -> None:
+        now = resource.getrusage(resource.RUSAGE_SELF)
+        self._cpu = now.ru_utime + now.ru_stime
+
+    def stats(self) -> dict[str, float]:
+        now = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = now.ru_utime + now.ru_stime
+        used, self._cpu = cpu - self._cpu, cpu
+        return {"cpu_ms": round(used * 1000.0, 3), "maxrss_kb": now.ru_maxrss}
 
 
 class _Channel:
@@ -122,7 +138,7 @@ def _boot(policy: WorkerPolicy) -> tuple[context.WorkerContext, Any]:
         os._exit(EXIT_BOOT_ERROR)
 
 
-def standby(link_fd: int, policy: WorkerPolicy) -> None:
+def standby(link_fd: int, policy: WorkerPolicy, timings: dict[str, float] | None = None) -> None:
     """A confined, booted worker waiting for its channel. Never returns.
 
     The zygote forks one of these ahead of demand for each active tenant, so a
@@ -130,7 +146,9 @@ def standby(link_fd: int, policy: WorkerPolicy) -> None:
     and boot.  No tenant code runs until the channel arrives; the link to the
     zygote (private to this process) is closed before anything else happens.
     """
+    t0 = time.perf_counter()
     ctx, runner = _boot(policy)
+    timings = dict(timings or {}, boot_ms=round((time.perf_counter() - t0) * 1000.0, 4), standby=1)
     link = socket.socket(fileno=link_fd)
     link.setblocking(True)
     try:
@@ -144,22 +162,33 @@ def standby(link_fd: int, policy: WorkerPolicy) -> None:
         ctx.worker_id = int(json.loads(data.decode("utf-8"))["worker_id"])
     except (ValueError, KeyError, TypeError):
         os._exit(EXIT_PROTOCOL)
-    serve(fds[0], policy, booted=(ctx, runner))
+    serve(fds[0], policy, booted=(ctx, runner), timings=timings)
 
 
 def serve(fd: int, policy: WorkerPolicy,
-          booted: tuple[context.WorkerContext, Any] | None = None) -> None:
-    """Run the worker loop on socket ``fd`` until told to exit. Never returns."""
+          booted: tuple[context.WorkerContext, Any] | None = None,
+          timings: dict[str, float] | None = None) -> None:
+    """Run the worker loop on socket ``fd`` until told to exit. Never returns.
+
+    ``timings`` (ms per boot step: fork, confinement layers, runner) travel
+    in the ready frame, for the cold-start figure of ``bench/``.
+    """
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     max_frame = policy.max_frame
     chan = _Channel(sock, max_frame)
-    ctx, runner = booted if booted is not None else _boot(policy)
+    timings = dict(timings or {})
+    if booted is None:
+        t0 = time.perf_counter()
+        booted = _boot(policy)
+        timings["boot_ms"] = round((time.perf_counter() - t0) * 1000.0, 4)
+    ctx, runner = booted
     debug_exec = policy.debug_exec
     sources: OrderedDict[str, str] = OrderedDict()
 
+    usage = _Usage()
     try:
-        chan.send({"t": "ready", "pid": os.getpid()})
+        chan.send({"t": "ready", "pid": os.getpid(), "timings": timings})
         while True:
             try:
                 msg = chan.receive()
@@ -182,17 +211,19 @@ def serve(fd: int, policy: WorkerPolicy,
                         chan.send({"t": "need_source", "id": job_id})
                         continue
                     sources.move_to_end(digest)
-                before = resource.getrusage(resource.RUSAGE_SELF)
                 outcome = runner.invoke(
                     path=msg["path"], source=source, source_hash=digest,
                     function=msg.get("fn") or "", args=msg.get("args") or [],
                     configuration=msg.get("config") or {}, timeout=float(msg["timeout"]),
                 )
-                sock.sendall(_result_frame(job_id, outcome, _stats(before), max_frame))
+                stats = usage.stats()
+                if runner.compile_ms:
+                    stats["compile_ms"] = round(runner.compile_ms, 4)
+                    runner.compile_ms = 0.0
+                sock.sendall(_result_frame(job_id, outcome, stats, max_frame))
             elif kind == "debug_exec" and debug_exec:
-                before = resource.getrusage(resource.RUSAGE_SELF)
                 outcome = _debug_exec(msg["code"], fd)
-                sock.sendall(_result_frame(msg["id"], outcome, _stats(before), max_frame))
+                sock.sendall(_result_frame(msg["id"], outcome, usage.stats(), max_frame))
             elif kind == "exit":
                 break
             else:
