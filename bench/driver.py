@@ -35,7 +35,7 @@ class Driver:
         s = self.system
         if cmd == "start":
             s.start(int(msg["workers"]))
-            return {"notes": s.notes}
+            return {"notes": s.notes, "figures": list(s.figures)}
         if cmd == "restart":
             s.close()
             s.start(int(msg["workers"]))
@@ -51,6 +51,10 @@ class Driver:
         if cmd == "timeout":
             over, nxt = s.timeout_pair(float(msg["timeout"]))
             return {"overshoot_ms": over, "next_after_timeout_ms": nxt}
+        if cmd == "cold":
+            return s.cold()
+        if cmd == "cpu":
+            return s.cpu_per_call(int(msg["n"]))
         if cmd == "throughput":
             return {"per_s": s.throughput(int(msg["batch"]))}
         if cmd == "chaos":

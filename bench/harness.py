@@ -57,6 +57,8 @@ class DriverProc:
             self.kill()
             raise DriverFailed(hello.get("error", "driver did not start"))
         self.pid = int(hello["pid"])
+        #: figure groups the system takes part in (from its start answer)
+        self.figures: set[str] = set()
 
     def _read(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -132,6 +134,11 @@ class Plan:
     request_timeout_s: float = 120.0
     #: A recycle sample with no replacement after this long counts as hung.
     recycle_watchdog_s: float = 10.0
+    #: No-op calls per CPU-per-call sample.
+    cpu_calls: int = 2000
+    #: Calls per whole-process CLI batch, and interleaved rounds (median taken).
+    cli_calls: int = 2000
+    cli_rounds: int = 3
 
 
 @dataclass
@@ -169,10 +176,13 @@ def _interleave(
     n: int,
     budget: dict[str, float],
     request: dict[str, Any],
-    keys: dict[str, str],
+    keys: dict[str, str] | None,
     request_timeout: float,
 ) -> None:
-    """Round-robin ``request`` over the drivers until each has n samples or its budget."""
+    """Round-robin ``request`` over the drivers until each has n samples or its budget.
+
+    ``keys`` maps answer keys to figure keys; None takes every number in the answer.
+    """
     done = {name: 0 for name in drivers}
     spent = {name: 0.0 for name in drivers}
     streak = {name: 0 for name in drivers}
@@ -193,7 +203,11 @@ def _interleave(
                 spent[name] += time.monotonic() - t0
                 if ans.get("ok"):
                     streak[name] = 0
-                    for src, dst in keys.items():
+                    if keys is None:
+                        for key, value in ans.items():
+                            if type(value) in (int, float):
+                                out.add(name, key, value)
+                    for src, dst in (keys or {}).items():
                         out.add(name, dst, ans[src])
                     done[name] += 1
                     bar.update(1, name)
@@ -315,6 +329,7 @@ def run_plan(names: list[str], plan: Plan, log_dir: str, say: Any = print) -> Co
     """Start one driver per system, run the plan's groups interleaved, stop them."""
     out = Collected()
     drivers: dict[str, DriverProc] = {}
+    every = drivers  # every started driver; `drivers` narrows per figure group
     t_phase = [time.monotonic()]
 
     def phase(label: str) -> None:
@@ -331,6 +346,7 @@ def run_plan(names: list[str], plan: Plan, log_dir: str, say: Any = print) -> Co
                     raise DriverFailed(ans.get("error", "start failed"))
                 for key, text in (ans.get("notes") or {}).items():
                     out.note(name, key, text)
+                drivers[name].figures = set(ans.get("figures") or ())
             except DriverFailed as exc:
                 out.failed[name] = f"could not start: {exc}"
                 say(f"  {name}: skipped, {out.failed[name]}")
@@ -339,27 +355,47 @@ def run_plan(names: list[str], plan: Plan, log_dir: str, say: Any = print) -> Co
         phase("start")
         c = plan.counts
         budget = {name: plan.budget_s for name in drivers}
+
+        def taking(group: str) -> dict[str, DriverProc]:
+            return {name: d for name, d in every.items() if group in d.figures}
+
         if "warm" in plan.groups:
+            drivers = taking("warm")
             _interleave(drivers, out, "warm", "warm overhead", c["warm"], budget,
                         {"cmd": "warm"}, {"warm_overhead_ms": "warm_overhead_ms"}, plan.request_timeout_s)
             phase("warm")
         if "recycle" in plan.groups:
+            drivers = taking("recycle")
             _interleave(drivers, out, "recycle", "recycle", c["recycle"], budget,
                         {"cmd": "recycle", "watchdog": plan.recycle_watchdog_s}, {"recycle_ms": "recycle_ms"}, plan.request_timeout_s)
             phase("recycle")
         if "timeout" in plan.groups:
+            drivers = taking("timeout")
             _interleave(drivers, out, "timeout", "overshoot+next", c["timeout"], budget,
                         {"cmd": "timeout", "timeout": plan.overshoot_timeout_s},
                         {"overshoot_ms": "overshoot_ms", "next_after_timeout_ms": "next_after_timeout_ms"}, plan.request_timeout_s)
             phase("timeout")
+        if "cold" in plan.groups:
+            drivers = taking("cold")
+            _interleave(drivers, out, "cold", "cold start", c["cold"], budget,
+                        {"cmd": "cold"}, None, plan.request_timeout_s)
+            phase("cold")
+        if "cpu" in plan.groups:
+            drivers = taking("cpu")
+            _interleave(drivers, out, "cpu", "cpu per call", c["cpu"], budget,
+                        {"cmd": "cpu", "n": plan.cpu_calls}, None, plan.request_timeout_s)
+            phase("cpu")
         if "throughput" in plan.groups:
+            drivers = taking("throughput")
             _interleave(drivers, out, "throughput", "throughput 1w", c["throughput"], budget,
                         {"cmd": "throughput", "batch": plan.throughput_batch}, {"per_s": "throughput_1w_per_s"}, plan.request_timeout_s)
             phase("throughput_1w")
         if "chaos" in plan.groups:
+            drivers = taking("chaos")
             _chaos(drivers, out, plan)
             phase("chaos")
         if "throughput" in plan.groups or "idle" in plan.groups:
+            drivers = {n: d for n, d in every.items() if d.figures & {"throughput", "idle"}}
             for name, drv in drivers.items():
                 if name in out.failed:
                     continue
@@ -371,16 +407,23 @@ def run_plan(names: list[str], plan: Plan, log_dir: str, say: Any = print) -> Co
                     out.failed[name] = str(exc)
             phase("restart_2w")
         if "throughput" in plan.groups:
+            drivers = taking("throughput")
             _interleave(drivers, out, "throughput", "throughput 2w", c["throughput"], budget,
                         {"cmd": "throughput", "batch": plan.throughput_batch}, {"per_s": "throughput_2w_per_s"}, plan.request_timeout_s)
             phase("throughput_2w")
         if "idle" in plan.groups:
+            drivers = taking("idle")
             _idle(drivers, out, plan)
             phase("idle")
     finally:
-        for drv in drivers.values():
+        for drv in every.values():
             drv.send_close()
-        for drv in drivers.values():
+        for drv in every.values():
             drv.close()
         phase("stop")
+    if "cli" in plan.groups:
+        from .cli_batch import measure
+
+        measure(names, out, calls=plan.cli_calls, rounds=plan.cli_rounds, say=say)
+        phase("cli")
     return out

@@ -26,16 +26,18 @@ from .systems import ALL_SYSTEMS, missing_requirement
 __all__ = ["GROUPS", "main", "make_plan"]
 
 #: Figure groups; one sample of "timeout" yields overshoot and next-after-timeout.
-GROUPS = ("warm", "recycle", "timeout", "throughput", "chaos", "idle")
+GROUPS = ("warm", "recycle", "timeout", "cold", "cpu", "throughput", "chaos", "idle", "cli")
 ALIASES = {
     "overshoot": "timeout", "next_after_timeout": "timeout", "warm_overhead": "warm",
-    "idle_cpu": "idle", "uss": "idle", "hangs": "chaos",
+    "idle_cpu": "idle", "uss": "idle", "hangs": "chaos", "cold_start": "cold", "cpu_per_call": "cpu",
+    "cli_batch": "cli",
 }
 
 #: Sample counts. Full: n >= 1000 for latencies (docs/performance.md), 10,000
 #: chaos kills. Quick: enough to exercise every path in well under a minute.
-FULL_COUNTS = {"warm": 2000, "recycle": 1000, "timeout": 1000, "throughput": 50, "chaos": 10_000}
-QUICK_COUNTS = {"warm": 100, "recycle": 10, "timeout": 5, "throughput": 3, "chaos": 200}
+FULL_COUNTS = {"warm": 2000, "recycle": 1000, "timeout": 1000, "cold": 300, "cpu": 5, "throughput": 50,
+               "chaos": 10_000}
+QUICK_COUNTS = {"warm": 100, "recycle": 10, "timeout": 5, "cold": 5, "cpu": 1, "throughput": 3, "chaos": 200}
 
 
 def make_plan(quick: bool, groups: list[str] | None, n: int | None,
@@ -66,6 +68,9 @@ def make_plan(quick: bool, groups: list[str] | None, n: int | None,
         recycle_watchdog_s=2.0 if quick else 10.0,
         chaos_timeout_s=0.5 if quick else 1.0,
         chaos_grace_s=1.0 if quick else 2.0,
+        cpu_calls=200 if quick else 2000,
+        cli_calls=200 if quick else 2000,
+        cli_rounds=1 if quick else 3,
     )
 
 

@@ -13,7 +13,9 @@ __all__ = ["FIGURES", "build_results", "render_markdown"]
 GROUP_OF = {
     "recycle_ms": "recycle", "overshoot_ms": "timeout", "next_after_timeout_ms": "timeout",
     "warm_overhead_ms": "warm", "throughput_1w_per_s": "throughput", "throughput_2w_per_s": "throughput",
-    "idle_cpu_percent": "idle", "idle_worker_uss_mib": "idle",
+    "idle_cpu_percent": "idle", "idle_worker_uss_mib": "idle", "cold_start_ms": "cold",
+    "sup_cpu_us_per_call": "cpu", "worker_cpu_us_per_call": "cpu", "cli_batch_ms_per_call": "cli",
+    "cli_batch_cpu_ms_per_call": "cli",
 }
 
 #: figure key -> (label, unit, higher is better)
@@ -26,7 +28,15 @@ FIGURES: dict[str, tuple[str, str, bool]] = {
     "throughput_2w_per_s": ("throughput, 2 workers", "calls/s", True),
     "idle_cpu_percent": ("idle supervisor CPU", "%", False),
     "idle_worker_uss_mib": ("idle worker USS", "MiB", False),
+    "cold_start_ms": ("cold start (a tenant's first call on the node)", "ms", False),
+    "sup_cpu_us_per_call": ("supervisor CPU per no-op call", "us", False),
+    "worker_cpu_us_per_call": ("worker CPU per no-op call", "us", False),
+    "cli_batch_ms_per_call": ("CLI batch, whole process, per call", "ms/call", False),
+    "cli_batch_cpu_ms_per_call": ("CLI batch CPU (process + children), per call", "ms/call", False),
 }
+
+#: Yardsticks, not peers (bench/systems/floor_fork.py): never the "best peer".
+FLOORS = frozenset({"floor"})
 
 SUBJECT = "scriptvisor"
 
@@ -69,7 +79,8 @@ def _best_peer(systems: dict[str, Any], figure: str, higher: bool) -> tuple[str,
     cands = [
         (name, s[figure]["p50"])
         for name, s in systems.items()
-        if name != SUBJECT and isinstance(s.get(figure), dict) and s[figure].get("p50") not in (None, 0)
+        if name != SUBJECT and name not in FLOORS
+        and isinstance(s.get(figure), dict) and s[figure].get("p50") not in (None, 0)
     ]
     if not cands:
         return None
@@ -102,8 +113,8 @@ def render_markdown(results: dict[str, Any], plots: list[str], plot_note: str | 
         "",
         "## Summary (p50, and p99 for latencies)",
         "",
-        "| figure | " + " | ".join(measured) + " | scriptvisor vs best peer |",
-        "|---|" + "---|" * len(measured) + "---|",
+        "| figure | " + " | ".join(measured) + " | scriptvisor vs best peer | vs floor |",
+        "|---|" + "---|" * len(measured) + "---|---|",
     ]
     for figure, (label, unit, higher) in FIGURES.items():
         cells = []
@@ -123,12 +134,21 @@ def render_markdown(results: dict[str, Any], plots: list[str], plot_note: str | 
         ratio = _ratio(mine.get("p50") if isinstance(mine, dict) else None, best, higher)
         if best and ratio != "-":
             ratio += f" ({best[0]})"
-        lines.append(f"| {label} [{unit}] | " + " | ".join(cells) + f" | {ratio} |")
+        floor = systems.get("floor", {}).get(figure)
+        vs_floor = "-"
+        if isinstance(floor, dict) and floor.get("p50") and isinstance(mine, dict) and mine.get("p50") is not None:
+            vs_floor = f"{mine['p50'] / floor['p50']:.2f}x"
+        lines.append(f"| {label} [{unit}] | " + " | ".join(cells) + f" | {ratio} | {vs_floor} |")
     hang_cells = []
     for name in measured:
         ch = systems[name].get("chaos_hangs")
         hang_cells.append(f"{ch['count']} / {ch['n']}" if isinstance(ch, dict) else "n/a")
-    lines.append("| chaos hangs / kills | " + " | ".join(hang_cells) + " | |")
+    lines.append("| chaos hangs / kills | " + " | ".join(hang_cells) + " | | |")
+    parts = sorted(k for k in systems.get(SUBJECT, {}) if k.startswith("cold_") and k != "cold_start_ms")
+    if parts:
+        lines += ["", "Cold start, scriptvisor, its parts (p50 ms): " + ", ".join(
+            f"{k[5:-3]} {_fmt(systems[SUBJECT][k]['p50'])}" for k in parts
+            if isinstance(systems[SUBJECT][k], dict))]
 
     lines += ["", "## Each figure", ""]
     for figure, (label, unit, higher) in FIGURES.items():

@@ -72,6 +72,10 @@ class _Base:
         """
         self.supervisor.configure_tenant(name, limits, data_dir, http)
 
+    def remove_tenant(self, name: str) -> None:
+        """Stop the tenant's workers once idle and forget it (a later call starts it afresh)."""
+        self.supervisor.remove_tenant(name)
+
     def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
         """Observe engine events (worker_ready, worker_exit, job_done, ...)."""
         self.supervisor.listeners.append(fn)

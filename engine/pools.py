@@ -25,7 +25,7 @@ MAX_BOOT_FAILURES = 3
 
 class TenantPool:
     __slots__ = ("name", "limits", "data_dir", "http", "workers", "idle", "queue", "last_used",
-                 "boot_failures", "boot_error", "recycle_before")
+                 "boot_failures", "boot_error", "recycle_before", "removed")
 
     def __init__(self, name: str, limits: TenantLimits, data_dir: str | None, now: float,
                  http: tuple[HttpEndpoint, ...] = ()) -> None:
@@ -43,6 +43,8 @@ class TenantPool:
         #: workers spawned before this (monotonic) are retired when next free
         #: (``Supervisor.recycle_tenant``: the operator's "recycle" action)
         self.recycle_before = 0.0
+        #: being removed: no worker is spawned for it; it goes with its last worker
+        self.removed = False
 
     def count(self, state: WorkerState) -> int:
         return sum(1 for w in self.workers if w.state is state)
@@ -103,6 +105,7 @@ class Pools:
             pool = TenantPool(name, limits or self.default_limits, data_dir, self.clock(), tuple(http or ()))
             self.by_name[name] = pool
         else:
+            pool.removed = False
             if limits is not None:
                 pool.limits = limits
             if data_dir is not None:
@@ -118,8 +121,14 @@ class Pools:
         tenant's concurrency: a call beyond max_concurrency waits in the queue.
         """
         busy = pool.count(WorkerState.BUSY)
-        cap = pool.limits.max_concurrency + self.spares
-        return min(busy + len(pool.queue) + self.spares, cap)
+        spares = self.spares
+        if not any(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in pool.workers):
+            # A cold tenant: its first worker boots alone (a spare forked and
+            # booting beside it would take CPU from the call waiting for it);
+            # the spares follow once one worker is ready.
+            spares = 0
+        cap = pool.limits.max_concurrency + spares
+        return min(busy + len(pool.queue) + spares, cap)
 
     def have(self, pool: TenantPool) -> int:
         """Workers that are or will be able to serve (busy, spawning, idle)."""

@@ -238,6 +238,30 @@ class Supervisor:
             self.recycle_tenant(name)
         return pool
 
+    def remove_tenant(self, name: str) -> None:
+        """Retire the tenant's idle workers and its standby, and forget it once they are gone.
+
+        Running calls finish (their workers retire after them); queued ones
+        still run. A later call for the tenant configures it afresh.
+        """
+        pool = self.pools.get(name)
+        if pool is None:
+            return
+        pool.removed = True
+        for w in list(pool.idle):
+            self.retire_worker(w, "evicted")
+        self._forget_if_empty(pool)
+
+    def _forget_if_empty(self, pool: TenantPool) -> None:
+        if pool.removed and not pool.workers and not pool.queue:
+            if self.pools.by_name.get(pool.name) is pool:
+                del self.pools.by_name[pool.name]
+            if self.zygote.ready:
+                try:
+                    self.zygote.send(wire.encode({"t": "drop_standby", "tenant": pool.name}))
+                except OSError:
+                    pass
+
     def _policy(self, pool: TenantPool, worker_id: int) -> WorkerPolicy:
         uid = gid = None
         if self.uidmap is not None:
@@ -333,6 +357,7 @@ class Supervisor:
         self.emit("worker_ready", tenant=w.tenant, worker=w.id, pid=w.pid,
                   boot_ms=(w.ready_at - w.spawned_at) * 1000.0, timings=w.boot_timings)
         self._worker_free(w)
+        self.manage_workers(pool)  # a cold tenant's spares start once its first worker is ready
 
     def _on_age(self, w: WorkerHandle) -> None:
         if w.alive and w.state is WorkerState.IDLE and self._should_recycle(w):
@@ -341,6 +366,10 @@ class Supervisor:
     def _worker_free(self, w: WorkerHandle) -> None:
         """``w`` is IDLE with no job: give it the next queued one, or park it."""
         pool = self.pools[w.tenant]
+        if pool.removed and not pool.queue:
+            pool.idle.append(w)  # retire_worker takes it from the idle list
+            self.retire_worker(w, "evicted")
+            return
         while pool.queue and pool.has_slot():
             job = pool.queue.popleft()
             if job.done:
@@ -417,6 +446,8 @@ class Supervisor:
             if reason in REPLACED:
                 self.replace_worker(pool)
             self.manage_workers(pool)
+        if pool is not None:
+            self._forget_if_empty(pool)
 
     def _on_exited(self, pid: Any, status: Any) -> None:
         if type(pid) is not int:
@@ -613,7 +644,7 @@ class Supervisor:
         target, which after an external kill of several idle workers means
         waiting for the last one's death to be noticed.
         """
-        if not self.zygote.ready or pool.booting_fails:
+        if not self.zygote.ready or pool.booting_fails or pool.removed:
             return
         if self.pools.replacement_fits(pool) and self._make_room(pool):
             self.spawn_worker(pool)
@@ -622,6 +653,10 @@ class Supervisor:
         """Keep busy + queued + spares workers for the tenant, within its limits and the cap."""
         if not self.running or not self.zygote.ready or pool.booting_fails:
             return
+        if pool.removed:
+            if not pool.queue:
+                return
+            pool.removed = False  # work arrived for it again
         have = self.pools.have(pool)
         want = self.pools.wanted(pool)
         while have < want:

@@ -11,7 +11,7 @@ from typing import Callable
 
 from .base import System
 
-__all__ = ["ALL_SYSTEMS", "load", "missing_requirement"]
+__all__ = ["ALL_SYSTEMS", "FLOORS", "load", "missing_requirement"]
 
 
 def _scriptvisor() -> System:
@@ -41,6 +41,12 @@ def _futures() -> System:
     return FuturesSystem()
 
 
+def _floor() -> System:
+    from .floor_fork import FloorSystem
+
+    return FloorSystem()
+
+
 def _fresh() -> System:
     from .fresh_interpreter import FreshInterpreterSystem
 
@@ -55,7 +61,12 @@ ALL_SYSTEMS: dict[str, tuple[tuple[str, ...], Callable[[], System]]] = {
     "billiard": (("billiard",), _billiard),
     "futures": ((), _futures),
     "python_per_call": ((), _fresh),
+    # not a peer: what the machine charges (bare fork, socketpair ping-pong)
+    "floor": ((), _floor),
 }
+
+#: Systems that are yardsticks, not peers: never the "best peer".
+FLOORS = frozenset({"floor"})
 
 
 def missing_requirement(name: str) -> str | None:

@@ -109,6 +109,8 @@ class System:
     timeout_errors: tuple[type[BaseException], ...] = (TimeoutError,)
     #: Facts about how the system's own mechanics bound a figure.
     notes: dict[str, str] = {}
+    #: Figure groups this system takes part in (the harness skips the others).
+    figures: tuple[str, ...] = ("warm", "recycle", "timeout", "throughput", "chaos", "idle", "cpu")
 
     def __init__(self) -> None:
         self.workers = 1
@@ -209,6 +211,42 @@ class System:
         for h in handles:
             self._wait(h, 60.0)
         return batch / (time.perf_counter() - t0)
+
+    def cpu_per_call(self, n: int) -> dict[str, float]:
+        """CPU (user + system) of the supervisor side and of the workers per no-op call, us.
+
+        Sampled around ``n`` sequential warm no-op calls from each process's
+        ``/proc/PID/task/*/schedstat`` (nanoseconds on a CPU, every thread;
+        ``cpu_times`` counts 10 ms ticks): the supervisor side is
+        ``supervisor_pids()`` (the process hosting the pool, its threads
+        included), the worker side every worker pid before and after.
+        """
+        def cpu(pids: list[int]) -> float:
+            total = 0
+            for pid in pids:
+                try:
+                    tids = os.listdir(f"/proc/{pid}/task")
+                except OSError:
+                    continue
+                for tid in tids:
+                    try:
+                        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                            total += int(f.read().split()[0])
+                    except (OSError, ValueError, IndexError):
+                        pass
+            return total / 1e9
+
+        self.call_noop()
+        workers = self.worker_pids()
+        sup0, w0 = cpu(self.supervisor_pids()), cpu(workers)
+        for _ in range(n):
+            self.call_noop()
+        sup1, w1 = cpu(self.supervisor_pids()), cpu(workers)
+        return {"sup_cpu_us_per_call": (sup1 - sup0) / n * 1e6, "worker_cpu_us_per_call": (w1 - w0) / n * 1e6}
+
+    def cold(self) -> dict[str, float]:
+        """A tenant's first call on a node: only systems with tenants measure it."""
+        raise NotImplementedError
 
     def chaos_target(self, rng: random.Random) -> Callable[[], int | None]:
         pids = self.worker_pids()

@@ -27,6 +27,7 @@ class FreshInterpreterSystem(System):
     name = "python_per_call"
     chaos_window = 0.025  # start-up is ~15-20 ms: spread kills over all of it
     timeout_errors = (subprocess.TimeoutExpired,)
+    figures = ("warm", "recycle", "timeout", "throughput", "chaos", "idle")  # no worker to sample CPU of
     notes = {
         "recycle_ms": "no persistent worker: interpreter start -> first output (same as warm overhead)",
         "idle_worker_uss_mib": "no idle worker exists between calls",

@@ -30,13 +30,18 @@ class ScriptvisorSystem(System):
     notes = {
         "recycle_ms": "SIGKILL of the idle worker(s) -> worker_ready event of the replacement (engine listener)",
         "next_after_timeout_ms": "the next call runs on the pre-forked spare",
+        "cold_start_ms": "Engine.invoke of a no-op for a tenant the node has never seen (a fresh worker "
+                         "from the zygote: no standby yet); cold_*_ms are its parts from the worker's ready frame",
     }
+    figures = System.figures + ("cold",)
 
     def __init__(self) -> None:
         super().__init__()
         self.eng: Any = None
         self.tenant = "bench1"
         self._ready: list[tuple[int, float]] = []
+        self._timings: dict[int, dict[str, float]] = {}
+        self._cold_seq = 0
         self._state_dir = tempfile.mkdtemp(prefix="scriptvisor-bench-")
 
     # -- lifecycle -------------------------------------------------------------
@@ -58,6 +63,37 @@ class ScriptvisorSystem(System):
     def _on_event(self, ev: dict[str, Any]) -> None:
         if ev.get("event") == "worker_ready" and ev.get("pid"):
             self._ready.append((int(ev["pid"]), time.perf_counter()))
+            self._timings[int(ev["pid"])] = dict(ev.get("timings") or {})
+
+    def cold(self) -> dict[str, float]:
+        """A tenant's first call on this node, through ``Engine.invoke``, with its parts.
+
+        Each sample uses a tenant name never used before; afterwards its
+        workers are retired (as the worker cap's eviction would), so cold
+        tenants do not pile up in the engine over the run.
+        """
+        self._cold_seq += 1
+        tenant = f"cold{self._cold_seq}"
+        t0 = time.perf_counter()
+        res = self.eng.invoke(tenant, path="/bench/noop.py", source=NOOP, function="noop")
+        elapsed = ms_since(t0)
+        if not res.ok:
+            raise RuntimeError(f"cold noop failed: {res.error}")
+        out = {"cold_start_ms": elapsed}
+        parts = self._timings.get(int(res.worker.get("pid") or 0), {})
+        for key, value in parts.items():
+            if key.endswith("_ms"):
+                out[f"cold_{key}"] = float(value)
+        if res.worker.get("compile_ms") is not None:
+            out["cold_compile_ms"] = float(res.worker["compile_ms"])
+        self._forget(tenant)
+        return out
+
+    def _forget(self, tenant: str) -> None:
+        sup = self.eng.supervisor
+        self.eng.remove_tenant(tenant)
+        self.eng.run_until(lambda: sup.pools.get(tenant) is None, 10.0)
+        self._timings.clear()
 
     # -- calls -----------------------------------------------------------------
     def _job(self, source: str, fn: str, args: list[Any], timeout: float | None) -> Any:

@@ -256,3 +256,24 @@ def test_deadlines_run_in_order_and_cancelled_ones_release_their_action():
     now[0] = 3.0
     d.fire()
     assert ran == [2, 3] and armed[-1] is None and len(d) == 0
+
+
+def test_a_removed_tenant_loses_its_workers_and_comes_back_on_its_next_call(rigs):
+    rig = rigs(spares_per_tenant=1, boot="manual")
+    job = rig.sup.submit("gone", path="s.py", source="x", function="s", args=[1], configuration={},
+                         timeout=None)
+    rig.settle()
+    [first] = rig.live("gone")  # a cold tenant's first worker boots alone
+    first.ready()
+    rig.settle()
+    assert job.result.ok
+    first_, spare = rig.live("gone")  # then its spare
+    rig.sup.remove_tenant("gone")  # the spare is still booting
+    rig.settle()
+    spare.ready()
+    rig.settle()
+    rig.settle()
+    assert not rig.live("gone") and rig.sup.pools.get("gone") is None
+    assert rig.count("worker_spawn", tenant="gone") == 2  # no spare was spawned to replace them
+    rig.zygote.boot = "ready"
+    assert rig.submit("gone", 2).result.result == 2
