@@ -44,21 +44,26 @@ def _dump(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=False)
 
 
-def _summary(res: Result) -> str:
+def summary(result: dict[str, Any]) -> str:
+    """The readable form of a result (``run`` and ``connection`` without ``--json``)."""
     lines = []
-    if res.ok:
-        lines.append(f"ok ({res.duration_ms:.1f} ms)")
-        lines.append(f"result: {_dump(res.result)}")
+    if result["ok"]:
+        lines.append(f"ok ({result['duration_ms']:.1f} ms)")
+        lines.append(f"result: {_dump(result['result'])}")
     else:
-        err = res.error or {}
-        lines.append(f"failed: {err.get('code')} ({res.duration_ms:.1f} ms)")
+        err = result.get("error") or {}
+        lines.append(f"failed: {err.get('code')} ({result['duration_ms']:.1f} ms)")
         lines.append(f"{err.get('name')}: {err.get('message')}")
         extra = {k: v for k, v in err.items() if k not in ("code", "name", "message", "traceback")}
         if extra:
             lines.append(f"details: {_dump(extra)}")
         for fr in err.get("traceback") or []:
             lines.append(f'  File "{fr.get("file")}", line {fr.get("line")}, in {fr.get("function")}')
-    for line in res.logs:
+    if "scripts_called" in result:  # a connection operation
+        lines.append(f"scripts called: {', '.join(result['scripts_called']) or 'none'}")
+    if "from_platform_store" in result:
+        lines.append(f"from platform store: {'yes' if result['from_platform_store'] else 'no'}")
+    for line in result.get("logs") or []:
         lines.append(f"log: {line}")
     return "\n".join(lines)
 
@@ -202,7 +207,7 @@ def run(ctx: click.Context, script: Path, args: tuple[str, ...], function: str |
                     res = eng.invoke(tenant, path=str(script), source=source, function=function,
                                      args=call, configuration=configuration)
                 failed = failed or not res.ok
-                click.echo(_dump(res.to_dict()) if as_json else _summary(res))
+                click.echo(_dump(res.to_dict()) if as_json else summary(res.to_dict()))
     except ValueError as exc:  # a bad tenant name, a non-JSON value
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -541,7 +546,7 @@ def legacy_api(tenant_dir: Path | None, host: str, port: int | None, api_key: st
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def connection(operation: str, args: tuple[str, ...], tenant_dir: Path, as_json: bool) -> None:
     """Run one custom database OPERATION (login, signup, get_user, ...) with ARGS."""
-    from .connections import format_summary, parse_cli_args, run_operation
+    from .connections import parse_cli_args, run_operation
     from .server.tenants import TenantConfigError
 
     try:
@@ -552,7 +557,7 @@ def connection(operation: str, args: tuple[str, ...], tenant_dir: Path, as_json:
         raise click.UsageError(str(exc)) from None
     except InvocationError as exc:
         result = {**Result.failure(exc).to_dict(), "scripts_called": []}
-    click.echo(_dump(public(result)) if as_json else format_summary(result))
+    click.echo(_dump(public(result)) if as_json else summary(result))
     sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
 
 

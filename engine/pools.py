@@ -121,14 +121,14 @@ class Pools:
         tenant's concurrency: a call beyond max_concurrency waits in the queue.
         """
         busy = pool.count(WorkerState.BUSY)
-        spares = self.spares
+        cap = pool.limits.max_concurrency + self.spares
         if not any(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in pool.workers):
-            # A cold tenant: its first worker boots alone (a spare forked and
-            # booting beside it would take CPU from the call waiting for it);
-            # the spares follow once one worker is ready.
-            spares = 0
-        cap = pool.limits.max_concurrency + spares
-        return min(busy + len(pool.queue) + spares, cap)
+            # No ready worker (a cold tenant, or one just recycled): one worker
+            # per waiting call, or one spare, boots first; the other spares
+            # follow once one is ready (a spare forked and booting beside the
+            # first worker takes CPU from the call waiting for it).
+            return min(max(len(pool.queue), min(self.spares, 1)), cap)
+        return min(busy + len(pool.queue) + self.spares, cap)
 
     def have(self, pool: TenantPool) -> int:
         """Workers that are or will be able to serve (busy, spawning, idle)."""

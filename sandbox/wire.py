@@ -12,7 +12,8 @@ the engine.  It holds everything the two sides must agree on:
   report about its own invocation;
 * the **worker policy**, a typed dataclass (``WorkerPolicy``, ``WorkerLimits``)
   that travels in ``spawn`` frames as ``to_wire()`` and is rebuilt by
-  ``from_wire()`` (unknown or missing fields are refused, never defaulted).
+  ``from_wire()`` (an unknown field, or a missing one that has no default, is
+  refused).
 
 Frame layout, one frame per message on a per-process stream socket::
 
@@ -354,7 +355,7 @@ class WorkerPolicy:
 
     @classmethod
     def from_wire(cls, data: Any) -> "WorkerPolicy":
-        """Rebuild from ``to_wire()``; ``FrameError`` on a missing or unknown field."""
+        """Rebuild from ``to_wire()``; ``FrameError`` on an unknown field or a missing required one."""
         policy = _from_wire(cls, data, "policy")
         if type(policy.http) not in (list, tuple):
             raise FrameError("bad_message", "policy.http must be a list")

@@ -145,16 +145,6 @@ class DuplicateKey(IntegrityError):
     """A UNIQUE or PRIMARY KEY constraint failed: the row exists already."""
 
 
-_EXCEPTIONS = {
-    "DatabaseError": DatabaseError,
-    "NotAllowed": NotAllowed,
-    "ConnectError": ConnectError,
-    "QueryTimeout": QueryTimeout,
-    "IntegrityError": IntegrityError,
-    "DuplicateKey": DuplicateKey,
-}
-
-
 # --------------------------------------------------------------------------
 # time budget
 

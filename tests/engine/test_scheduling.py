@@ -277,3 +277,19 @@ def test_a_removed_tenant_loses_its_workers_and_comes_back_on_its_next_call(rigs
     assert rig.count("worker_spawn", tenant="gone") == 2  # no spare was spawned to replace them
     rig.zygote.boot = "ready"
     assert rig.submit("gone", 2).result.result == 2
+
+
+def test_a_recycled_tenant_gets_its_spare_back(rigs):
+    rig = rigs(spares_per_tenant=1)
+    assert rig.submit("acme", 1).result.ok
+    before = {w.pid for w in rig.live("acme")}
+    rig.sup.recycle_tenant("acme")
+    rig.settle()
+    after = {w.pid for w in rig.live("acme")}
+    assert len(after) == 1 and not (after & before)  # every worker replaced: the spare waits
+
+
+def test_worker_codes_are_error_classes():
+    from scriptvisor.engine.errors import CODES, WORKER_CODES
+
+    assert WORKER_CODES <= set(CODES)
