@@ -34,6 +34,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -150,6 +151,8 @@ def _upgrade_keys(execute: Callable[..., list]) -> list[tuple[str, str, str]]:
             continue
         if execute("SELECT 1 FROM sv_users WHERE tenant = ? AND email_key = ?", (tenant, new)):
             conflicts.append((tenant, user_id, email))
+            _log.warning("user store upgrade: %s user %s (%s) keeps its old key: another user has %s",
+                         tenant, user_id, email, new)
         else:
             execute("UPDATE sv_users SET email_key = ? WHERE tenant = ? AND user_id = ?", (new, tenant, user_id))
     for tenant, key in execute("SELECT tenant, email_key FROM sv_seen_ids"):
@@ -166,6 +169,7 @@ def _upgrade_keys(execute: Callable[..., list]) -> list[tuple[str, str, str]]:
 
 
 _local = threading.local()
+_log = logging.getLogger("scriptvisor.userstore")
 
 
 @contextmanager
