@@ -450,7 +450,8 @@ def op_change_password(conn: Connection, email: str, new_password: str) -> OpGen
 def op_delete_user(conn: Connection, user_id: Any) -> OpGen:
     if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or str(user_id) == "":
         raise BadRequest("user_id must be a string or a number", field="user_id")
-    user_id = _text("user_id", str(user_id))
+    user_id = str(user_id)
+    _text("user_id", user_id)  # checked (length, encodable), not trimmed: ids are the scripts' own, verbatim
     if conn.import_users:
         # The legacy row is left alone: a user still there is migrated again
         # on the next login (documented behaviour, action-scripts.md).  The
