@@ -28,7 +28,7 @@ import sqlite3
 from pathlib import Path
 
 from scriptvisor.engine.names import tenant_name_problem
-from scriptvisor.engine.server.tenants import TENANT_NAME
+from scriptvisor.engine.names import TENANT_NAME
 from scriptvisor.sandbox.facades.crypto import DEFAULT_ROUNDS, hash_password
 
 __all__ = ["SCRIPTS", "TEMPLATES", "TEMPLATES_DIR", "InitError", "init_tenant", "seed_sqlite"]
