@@ -35,6 +35,7 @@ import json
 import os
 import threading
 import time
+import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -213,9 +214,12 @@ def _legacy_exists(conn: Connection, email: str) -> Generator[Step, Any, tuple[O
     """Existence check on the legacy side by the identity key (and the address as typed, if it differs).
 
     The key is what decides; asking for the typed form too catches a legacy
-    table that stores mixed case and compares case-sensitively.
+    table that stores mixed case and compares case-sensitively, and the key's
+    NFD form a legacy row written decomposed (``e`` + combining acute), which
+    the key (composed by NFKC) is the same user as.
     """
-    for candidate in dict.fromkeys((email_key(email), email)):
+    key = email_key(email)
+    for candidate in dict.fromkeys((key, email, unicodedata.normalize("NFD", key))):
         failure, profile = yield from _call_get_user(conn, candidate)
         if failure is not None or profile is not None:
             return failure, profile

@@ -7,7 +7,8 @@ SQL both understand; the only dialect difference is the placeholder.
 
 Why it looks like this:
 - One identity key (``email_key``): an email trimmed, NFKC-normalised and
-  case-folded.  ``(tenant, user_id)`` is the primary key and ``(tenant,
+  lowercased (not case-folded: casefold's ``ß`` -> ``ss`` merges addresses a
+  legacy table keeps apart, which the existence check cannot find).  ``(tenant, user_id)`` is the primary key and ``(tenant,
   email_key)`` unique, so a case, space or compatibility-form variant of an
   existing user is that user, never a second one (docs/action-scripts.md).
 - ``insert`` never hands back a row other than the one it was asked to store:
@@ -90,7 +91,10 @@ _SCHEMA = [
 ]
 
 #: Version of ``email_key`` the stored keys were computed with (table sv_meta).
-KEY_VERSION = "nfkc-casefold-1"
+KEY_VERSION = "nfkc-lower-1"
+#: Earlier versions whose remembered ids cannot be re-keyed (their key folded
+#: "ß" and "ss" together: which one a remembered key came from is unknown).
+_LOSSY_KEY_VERSIONS = ("nfkc-casefold-1",)
 
 _COLUMNS = "user_id, email, password_hash, email_verified, profile, source, legacy_email"
 
@@ -118,14 +122,17 @@ class IdentityClash(Exception):
 
 
 def email_key(email: str) -> str:
-    """The identity key: trimmed, NFKC-normalised, case-folded (docs/action-scripts.md).
+    """The identity key: trimmed, NFKC-normalised, lowercased (docs/action-scripts.md).
 
     NFKC folds compatibility forms (fullwidth letters, ligatures, superscripts)
-    into their plain letters; casefold is Unicode's case-insensitive form (it
-    also folds "ß" into "ss").  Look-alikes from other scripts (a Cyrillic "а"
-    for a Latin "a") are different characters and so different keys.
+    into their plain letters.  ``lower()``, not ``casefold()``: casefold also
+    folds "ß" into "ss" and "ς" into "σ", which makes a legacy user with one
+    form the same key as a different address with the other, and the legacy
+    existence check (``get_user`` asked for the key's form) cannot find them.
+    Look-alikes from other scripts (a Cyrillic "а" for a Latin "a") are
+    different characters and so different keys.
     """
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email.strip()).casefold())
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email.strip()).lower())
     return folded.strip()
 
 
@@ -144,6 +151,8 @@ def _upgrade_keys(execute: Callable[..., list]) -> list[tuple[str, str, str]]:
     done = execute("SELECT value FROM sv_meta WHERE name = 'identity_key'")
     if done and done[0][0] == KEY_VERSION:
         return []
+    if done and done[0][0] in _LOSSY_KEY_VERSIONS:
+        execute("DELETE FROM sv_seen_ids")  # hints only: re-learnt on the next login or get_user
     conflicts = []
     for tenant, user_id, email, key in execute("SELECT tenant, user_id, email, email_key FROM sv_users"):
         new = email_key(email)

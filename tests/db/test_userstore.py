@@ -119,7 +119,7 @@ def test_seen_user_ids(make_store):
 
 
 def test_keys_made_by_an_earlier_version_are_recomputed_once(make_store):
-    """Rows keyed by the old lower()/strip() form are found under the NFKC+casefold key after an upgrade."""
+    """Rows keyed by the old lower()/strip() form are found under the NFKC+lower key after an upgrade."""
     store = make_store()
     store._exec("INSERT INTO sv_users (tenant, user_id, email, email_key, profile, source, created_at, updated_at)"
                 " VALUES (?, '7', ?, ?, '{}', 'migrated', 0, 0)",
@@ -131,7 +131,20 @@ def test_keys_made_by_an_earlier_version_are_recomputed_once(make_store):
     store.close()
     upgraded = make_store()
     assert upgraded.find("bob@example.com").user_id == "7" and upgraded.key_conflicts == []
-    assert upgraded.seen_user_id("STRASSE@example.com", "7", "get_user") is None  # same key now: no conflict
+    assert upgraded.seen_user_id("STRASSE@example.com", "8", "get_user") is None  # ß and ss: different keys
+    assert upgraded.seen_user_id("STRA\u00dfE@example.com", "9", "get_user") == ("7", "login")
+
+
+def test_ids_remembered_under_casefolded_keys_are_forgotten_at_the_upgrade(make_store):
+    """A casefold key ("strasse") may have come from "straße": which one is unknown, so the hint goes."""
+    store = make_store()
+    store._exec("INSERT INTO sv_seen_ids (tenant, email_key, user_id, script) VALUES (?, ?, '7', 'login')",
+                (store.tenant, "strasse@example.com"))
+    store._exec("UPDATE sv_meta SET value = 'nfkc-casefold-1' WHERE name = 'identity_key'")
+    store.close()
+    upgraded = make_store()
+    assert upgraded.seen_user_id("strasse@example.com", "8", "login") is None
+    assert upgraded._exec("SELECT value FROM sv_meta WHERE name = 'identity_key'")[0][0] == "nfkc-lower-1"
 
 
 def test_bcrypt_hashes_in_the_store_are_rehashed_to_argon2id_on_login(make_store):

@@ -1,0 +1,66 @@
+"""Review of issue 17: Unicode forms of an email that the identity key must not merge (or must find).
+
+The identity key may fold two addresses into one user only when the legacy
+existence check (``get_user`` asked for the key's form) can find a legacy user
+holding either of them.  Casefold's expansions (``ß`` -> ``ss``, ``ς`` -> ``σ``)
+merge addresses a legacy table keeps apart, so a signup of the plain form
+squatted (migration mode) or locked out for good (legacy mode) a legacy user
+with the other form; and a legacy row stored decomposed (NFD) was not found by
+the composed key.  Tenants and helpers as in ``test_cant_account_integrity``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from tests.db.conftest import engine, make_tenant  # noqa: F401  (fixtures: real engine, tenant folders)
+from tests.security.test_cant_account_integrity import add_legacy_user, op
+
+SHARP_S = "anna@stra\u00dfe.de"     # a legacy user's real address (German IDN domains keep ß)
+PLAIN_SS = "anna@strasse.de"         # casefold(SHARP_S): a different mailbox
+
+
+@pytest.mark.parametrize("import_users", [True, False], ids=["migration", "legacy"])
+def test_cant_squat_a_legacy_user_by_signup_with_the_casefolded_address(engine, make_tenant, import_users):
+    """Layer: engine.userstore.email_key (lower(), not casefold(): ß and ss are different users)."""
+    conn = make_tenant("sqlite", import_users)
+    anna = add_legacy_user(conn, SHARP_S, "anna-pw")
+    signup = op(engine, conn, "signup", {"email": PLAIN_SS, "password": "attacker-pw"})
+    assert signup["ok"] is True and signup["result"]["email"] == PLAIN_SS
+    login = op(engine, conn, "login", SHARP_S, "anna-pw")
+    assert login["ok"] is True, login["error"]
+    assert login["result"]["user_id"] == anna and login["result"]["email"] == SHARP_S
+    wrong = op(engine, conn, "login", SHARP_S, "attacker-pw")
+    assert wrong["ok"] is False and wrong["error"]["name"] == "WrongUsernameOrPasswordError"
+    if import_users:
+        assert {u.email for u in conn.store.all_users()} == {PLAIN_SS, SHARP_S}
+
+
+@pytest.mark.parametrize("import_users", [True, False], ids=["migration", "legacy"])
+def test_cant_lock_out_a_legacy_user_whose_address_casefolds_like_another(engine, make_tenant, import_users):
+    """Two legacy users, ß and ss: each logs in as themselves, in either order.
+    Layer: engine.userstore.email_key (store rows and remembered ids keyed apart)."""
+    conn = make_tenant("sqlite", import_users)
+    plain = add_legacy_user(conn, PLAIN_SS, "plain-pw")
+    sharp = add_legacy_user(conn, SHARP_S, "sharp-pw")
+    for _ in range(2):
+        first = op(engine, conn, "login", PLAIN_SS, "plain-pw")
+        second = op(engine, conn, "login", SHARP_S, "sharp-pw")
+        assert first["ok"] and first["result"]["user_id"] == plain, first["error"]
+        assert second["ok"] and second["result"]["user_id"] == sharp, second["error"]
+
+
+@pytest.mark.parametrize("import_users", [True, False], ids=["migration", "legacy"])
+def test_cant_squat_a_legacy_user_stored_decomposed_by_signup_composed(engine, make_tenant, import_users):
+    """A legacy row written in NFD (e + combining acute) is the composed address's user.
+    Layer: engine.connections._legacy_exists (asks get_user for the key's NFD form too)."""
+    conn = make_tenant("sqlite", import_users)
+    decomposed = unicodedata.normalize("NFD", "jos\u00e9@example.com")
+    add_legacy_user(conn, decomposed, "jose-pw")
+    res = op(engine, conn, "signup", {"email": "Jos\u00e9@example.com", "password": "attacker-pw"})
+    assert res["ok"] is False
+    assert res["error"]["code"] == "script_error" and res["error"]["validation_code"] == "user_exists"
+    if import_users:
+        assert conn.store.count() == 0
