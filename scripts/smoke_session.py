@@ -105,7 +105,11 @@ def post(url: str, body: object, token: str) -> dict:
 def serve_bare() -> None:
     """``scriptvisor serve`` exactly as the README says (port 8080: the caller
     gives this session its own network namespace, so nothing else holds it)."""
-    proc = subprocess.Popen([SV, "serve"], cwd=WORK, env=ENV, stdout=subprocess.PIPE,
+    # the command line stays bare; its per-server state folder (locked while it
+    # runs, named after host:port) is this session's own, since another server
+    # on this machine may serve 127.0.0.1:8080 in its own network namespace
+    env = dict(ENV, SCRIPTVISOR_STATE_DIR=str(WORK / "state-serve"))
+    proc = subprocess.Popen([SV, "serve"], cwd=WORK, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()  # blocks until the server listens (or exits)
@@ -161,6 +165,7 @@ def systemd_unit(tenants: Path) -> None:
     # engine's default state folder, shared with every engine on this host,
     # so tenant uids stay agreed (engine/uids.py)
     env.pop("XDG_RUNTIME_DIR", None)
+    env["SCRIPTVISOR_STATE_DIR"] = str(WORK / "state-unit")  # this server's own (see serve_bare)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(WORK / "notify.sock"))
     notify.settimeout(60)
