@@ -112,8 +112,12 @@ async def whoami(request: Request) -> Response:
         return _problem(401, "unauthorized", "missing bearer token", **{"WWW-Authenticate": "Bearer"}).response()
     if _admin_token(state, token):
         return JSONResponse({"role": "admin", "tenant": None})
-    mine = [name for name, t in sorted(state.registry.tenants.items())
-            if auth.decide(token, name, {name: t.token_hashes}, None) is auth.Decision.ALLOW]
+    # re-read every tenant.toml that changed (one stat each), as the tenant
+    # routes do: a token created or revoked since the last request counts now
+    state.registry.scan_new()
+    current = {name: state.registry.get(name) for name in [*state.registry.tenants, *state.registry.errors]}
+    mine = [name for name, t in sorted(current.items())
+            if t is not None and auth.decide(token, name, {name: t.token_hashes}, None) is auth.Decision.ALLOW]
     if len(mine) == 1:
         return JSONResponse({"role": "tenant", "tenant": mine[0]})
     return _problem(401, "unauthorized", "invalid bearer token", **{"WWW-Authenticate": "Bearer"}).response()

@@ -56,6 +56,41 @@ def test_whoami_names_the_tenant_of_a_token_or_admin(console_server: Server) -> 
     check_openapi("get", "/v1/whoami", r)
 
 
+def _touch(toml: Path) -> None:
+    stamp = toml.stat()
+    os.utime(toml, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))  # coarse clocks
+
+
+def test_whoami_knows_a_token_created_while_the_server_runs(console_server: Server) -> None:
+    """The console signs in with /v1/whoami: a new token (or tenant folder) works at once."""
+    srv = console_server
+    new = auth.create_token(srv.tenants_dir, "readonly", name="later")
+    _touch(srv.tenants_dir / "readonly" / "tenant.toml")
+    make_tenant(srv.tenants_dir, "latecomer", "", {"greet.py": GREET})
+    late = auth.create_token(srv.tenants_dir, "latecomer")
+    for token, tenant in ((new, "readonly"), (late, "latecomer")):
+        with srv.client(token=token) as c:
+            r = c.get("/v1/whoami")  # the first request since the file changed
+        check_openapi("get", "/v1/whoami", r)
+        assert (r.status_code, r.json()) == (200, {"role": "tenant", "tenant": tenant}), r.text
+
+
+def test_cant_sign_in_to_the_console_with_a_revoked_token(console_server: Server) -> None:
+    """Layer: whoami re-reads tenant.toml (registry.get), like every tenant route."""
+    srv = console_server
+    token = auth.create_token(srv.tenants_dir, "readonly", name="doomed")
+    _touch(srv.tenants_dir / "readonly" / "tenant.toml")
+    with srv.client(token=token) as c:
+        assert c.get("/v1/tenants/readonly/scripts").status_code == 200  # loaded with the token
+    doomed = [row for row in auth.list_tokens(srv.tenants_dir, "readonly") if row["name"] == "doomed"]
+    auth.revoke_token(srv.tenants_dir, "readonly", doomed[0]["id"])
+    _touch(srv.tenants_dir / "readonly" / "tenant.toml")
+    with srv.client(token=token) as c:
+        r = c.get("/v1/whoami")  # the first request since the revoke
+    check_openapi("get", "/v1/whoami", r)
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthorized"), r.text
+
+
 def test_scripts_are_listed_with_source_operations_and_editing_flag(console_server: Server) -> None:
     with console_server.client("readonly") as c:
         r = c.get("/v1/tenants/readonly/scripts")
