@@ -214,3 +214,38 @@ def test_readme_links_every_doc() -> None:
     for target in linked:
         if not target.startswith(("http", "/")):
             assert (ROOT / target).exists(), f"README links a missing file: {target}"
+
+
+def _answered_statuses() -> dict[str, set[int]]:
+    """error.code -> the statuses the server's code answers it with (read from the source)."""
+    from scriptvisor.engine.errors import CODES
+
+    found: dict[str, set[int]] = {}
+    for path in sorted((ROOT / "engine" / "server").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        pairs = re.findall(r'(?:_problem|RequestProblem|_refusal)\(\s*(\d{3}),\s*(?:"[^"]*",\s*)?"([a-z_]+)"', text)
+        pairs += [(s, c) for c, s in re.findall(r'"code": "([a-z_]+)"[^\n]*\}\}, (\d{3})\)', text)]
+        for status, code in pairs:
+            found.setdefault(code, set()).add(int(status))
+        if path.name == "app.py" and "status = 504" in text:
+            found.setdefault("engine_unavailable", set()).add(504)  # the shared user store did not answer
+    for code, cls in CODES.items():
+        if cls.http_status != 200:
+            found.setdefault(code, set()).add(cls.http_status)
+    return found
+
+
+def test_readme_error_table_says_what_the_server_answers() -> None:
+    """Every row of "Request problems" names a status the server really answers for its codes."""
+    text = README.read_text(encoding="utf-8")
+    table = text.split("| status | `error.code` | what to do |", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| (\d{3}) \| ([^|]+) \|", table, flags=re.M)
+    assert len(rows) >= 10
+    answered = _answered_statuses()
+    wrong = []
+    for status, cell in rows:
+        for code in re.findall(r"`([a-z_]+)`", cell):
+            assert code in answered, f"README names error.code {code!r}, which the server never answers"
+            if int(status) not in answered[code]:
+                wrong.append(f"{code}: README says {status}, the server answers {sorted(answered[code])}")
+    assert wrong == []
