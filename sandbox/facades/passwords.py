@@ -332,6 +332,14 @@ def check_scrypt_cost(n: int, r: int, p: int) -> None:
         raise PasswordError(f"{exc} (n must be a power of 2 above 1; r, p at least 1)") from None
 
 
+def check_pbkdf2_cost(iterations: int, blocks: int) -> None:
+    """The PBKDF2 cost checks, for the ``hashlib.pbkdf2_hmac`` facade function: the
+    iterations run once per output block, so a long ``dklen`` multiplies the work."""
+    work = iterations * blocks
+    _cap(work, "hash_pbkdf2_max_rounds", "PBKDF2 work (iterations x output blocks)", _caps())
+    _spend("pbkdf2", float(work), f"PBKDF2 {iterations} rounds x {blocks} blocks")
+
+
 def scrypt_derive(password: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
     """hashlib.scrypt with a memory ceiling that fits the parameters (checked by the caller)."""
     return _scrypt_derive(password, salt, n, r, p, length)

@@ -332,12 +332,18 @@ def _digest_name(digestmod: Any) -> str:
 
 
 def _pbkdf2_hmac(hash_name: Any, password: Any, salt: Any, iterations: Any, dklen: Any = None) -> bytes:
+    """``hashlib.pbkdf2_hmac`` under the tenant's PBKDF2 cap (``limits.hash_pbkdf2_max_rounds``)
+    and the invocation's remaining time, checked before any work, as ``passwords.verify`` does."""
     iterations = int(iterations)
     if not 1 <= iterations <= _policy.PBKDF2_MAX_ITERATIONS:
         raise ValueError(f"iterations must be between 1 and {_policy.PBKDF2_MAX_ITERATIONS}")
-    return _hashlib.pbkdf2_hmac(_digest_name(hash_name), _binary(password, "password"),
-                                _binary(salt, "salt"), iterations,
-                                None if dklen is None else int(dklen))
+    name = _digest_name(hash_name)
+    size = getattr(_hashlib, name)().digest_size
+    dklen = None if dklen is None else int(dklen)
+    if dklen is not None and dklen < 1:
+        raise ValueError("dklen must be at least 1")
+    _passwords.check_pbkdf2_cost(iterations, -(-(dklen or size) // size))
+    return _hashlib.pbkdf2_hmac(name, _binary(password, "password"), _binary(salt, "salt"), iterations, dklen)
 
 
 def _hash_new(name: Any, data: Any = b"") -> Any:
@@ -513,7 +519,8 @@ for _fn, _text_line in [
     (_fsum, "Accurate floating-point sum of an iterable."),
     (_prod, "Product of an iterable's numbers (times `start`)."),
     (_escape, "Escape every regex metacharacter in a string or bytes."),
-    (_pbkdf2_hmac, "PBKDF2 key derivation with HMAC-`hash_name` (iterations capped)."),
+    (_pbkdf2_hmac, "PBKDF2 key derivation with HMAC-`hash_name` under the tenant's PBKDF2 cap "
+                   "(`limits.hash_pbkdf2_max_rounds`, iterations x output blocks), checked before any work."),
     (_hmac_new, "Start an HMAC of `msg` with `key` (digestmod: a hashlib name, default sha256)."),
     (_hmac_digest, "HMAC of `msg` with `key` in one call (digest: a hashlib name)."),
     (_compare_digest, "Constant-time equality of two str or two bytes values (for secrets and MACs)."),

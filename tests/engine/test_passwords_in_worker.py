@@ -54,3 +54,26 @@ def cap(stored, callback):
     res = shared_engine.invoke("pwcap", source=source, path="cap.py", args=[stored])
     assert res.ok, res.error
     assert "above this tenant's cap 10000" in res.result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("iterations, dklen", [(1_000_000, None), (10_000, 32 * 200)], ids=["rounds", "dklen"])
+def test_cant_pin_a_confined_worker_with_hashlib_pbkdf2_over_the_cap(shared_engine, iterations, dklen):
+    """hashlib.pbkdf2_hmac is how a script verifies a custom PBKDF2 column: the same per-tenant cap
+    (limits.hash_pbkdf2_max_rounds, counted per output block: dklen multiplies the work) as
+    ``passwords.verify``, refused before any work with HashTooExpensive, not a timeout.
+    Layer: sandbox.facades.stdlib._pbkdf2_hmac -> passwords.check_pbkdf2_cost."""
+    shared_engine.configure_tenant("pwcap2", limits=TenantLimits(hash_pbkdf2_max_rounds=100_000, timeout=2.0))
+    source = """
+import hashlib
+import passwords
+
+def cap(iterations, dklen, callback):
+    try:
+        hashlib.pbkdf2_hmac("sha256", b"pw", b"salt", iterations, dklen)
+    except passwords.HashTooExpensive as exc:
+        callback(None, str(exc))
+"""
+    res = shared_engine.invoke("pwcap2", source=source, path="cap.py", args=[iterations, dklen])
+    assert res.ok, res.error
+    assert "above this tenant's cap 100000" in res.result
