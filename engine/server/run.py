@@ -204,7 +204,12 @@ async def _serve(
             def on_error(name: str, err: TenantConfigError) -> None:
                 oplog.write("tenant_invalid", tenant=name, error=str(err))
 
-            registry = TenantRegistry(tenants_dir, defaults=cfg.limits, on_load=on_load, on_error=on_error)
+            def on_remove(name: str) -> None:
+                engine.remove_tenant(name)  # idle workers retired now, busy ones after their call
+                oplog.write("tenant_removed", tenant=name)
+
+            registry = TenantRegistry(tenants_dir, defaults=cfg.limits, on_load=on_load, on_error=on_error,
+                                      on_remove=on_remove)
             registry.scan()
             runner, operations = _connection_runner(engine)
             metrics = ServerMetrics(lambda: engine.stats(memory=True))

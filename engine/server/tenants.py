@@ -448,7 +448,8 @@ class TenantRegistry:
 
     ``on_load(tenant)`` is called for every (re)load that succeeds, so the
     engine can be reconfigured with the new limits and data directory;
-    ``on_error(name, error)`` for every load that fails.
+    ``on_error(name, error)`` for every load that fails; ``on_remove(name)``
+    once when a known tenant's folder is gone (its workers can be retired).
     """
 
     def __init__(
@@ -459,12 +460,14 @@ class TenantRegistry:
         environ: Mapping[str, str] | None = None,
         on_load: Callable[[Tenant], None] | None = None,
         on_error: Callable[[str, TenantConfigError], None] | None = None,
+        on_remove: Callable[[str], None] | None = None,
     ) -> None:
         self.tenants_dir = Path(tenants_dir)
         self.defaults = defaults or TenantLimits()
         self.environ = environ
         self.on_load = on_load
         self.on_error = on_error
+        self.on_remove = on_remove
         self._tenants: dict[str, Tenant] = {}
         #: name -> (error, stamp of the file that produced it or None)
         self._errors: dict[str, tuple[TenantConfigError, tuple[int, int, int] | None]] = {}
@@ -532,6 +535,15 @@ class TenantRegistry:
         if tenant is not None and tenant.stamp == stamp:
             return tenant
         failed = self._errors.get(name)
+        if stamp is None and (tenant is not None or failed is not None) and not file.parent.is_dir():
+            # the folder was removed: forget the tenant instead of listing it as
+            # broken forever (and keeping its workers alive)
+            self._tenants.pop(name, None)
+            self._errors.pop(name, None)
+            self._broken_tokens.pop(name, None)
+            if self.on_remove:
+                self.on_remove(name)
+            return None
         if failed is not None and failed[1] == stamp:
             return None
         if stamp is None and tenant is None and failed is None:

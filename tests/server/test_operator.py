@@ -213,6 +213,25 @@ def test_token_list_and_revoke_from_the_cli_take_effect_at_once(server: Server) 
     assert bad.exit_code == 2 and "token list" in bad.output
 
 
+def test_a_removed_tenant_folder_leaves_the_listing_and_its_workers_are_retired(server: Server) -> None:
+    import shutil
+
+    folder = make_tenant(server.tenants_dir, "vanishing", "")
+    token = auth.create_token(server.tenants_dir, "vanishing")
+    with server.client(token=token) as c:
+        assert c.post("/v1/tenants/vanishing/scripts/noop", json={}).status_code == 200
+    with server.client(token=ADMIN_TOKEN) as c:
+        assert "vanishing" in {t["name"] for t in c.get(ADMIN).json()["tenants"]}
+        shutil.rmtree(folder)
+        r = c.get(ADMIN)
+    check_openapi("get", ADMIN, r)
+    assert "vanishing" not in {t["name"] for t in r.json()["tenants"]}  # not "invalid: missing" forever
+    # the registry's on_remove ran engine.remove_tenant (its idle workers retired at once)
+    assert [e["tenant"] for e in server.oplog() if e["event"] == "tenant_removed"] == ["vanishing"]
+    with server.client(token=token) as c:
+        assert c.post("/v1/tenants/vanishing/scripts/noop", json={}).status_code == 401
+
+
 def test_a_tenant_without_a_token_is_logged_with_the_command_to_fix_it(server: Server) -> None:
     make_tenant(server.tenants_dir, "tokenless", "")
     with server.client(token=ADMIN_TOKEN) as c:

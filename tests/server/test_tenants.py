@@ -145,3 +145,24 @@ def test_a_new_tenant_folder_is_found_without_restart(tmp_path: Path) -> None:
     assert reg.get("late") is None
     make_tenant(tmp_path, "late", "")
     assert reg.get("late") is not None
+
+
+def test_a_removed_tenant_folder_is_forgotten_and_reported(tmp_path: Path) -> None:
+    import shutil
+
+    make_tenant(tmp_path, "gone", "")
+    make_tenant(tmp_path, "broken", "[limits]\nnope = 1\n")
+    removed: list[str] = []
+    reg = TenantRegistry(tmp_path, on_remove=removed.append)
+    reg.scan()
+    assert reg.get("gone") is not None and reg.is_broken("broken")
+    shutil.rmtree(tmp_path / "gone")
+    shutil.rmtree(tmp_path / "broken")
+    assert reg.get("gone") is None and reg.get("broken") is None
+    assert removed == ["gone", "broken"]  # once each: the engine retires their workers
+    assert "gone" not in reg.tenants and reg.errors == {} and not reg.is_broken("broken")
+    assert reg.get("gone") is None and removed == ["gone", "broken"]
+    make_tenant(tmp_path, "gone", "")
+    assert reg.get("gone") is not None  # a folder made again is a tenant again
+    (tmp_path / "gone" / "tenant.toml").unlink()  # folder still there: a broken tenant, not a removed one
+    assert reg.get("gone") is None and reg.is_broken("gone") and removed == ["gone", "broken"]
