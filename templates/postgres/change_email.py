@@ -24,7 +24,7 @@ def connect_db():
 def change_email(email, new_email, verified, callback):
     try:
         changed = connect_db().execute(
-            "UPDATE users SET email = %s, email_verified = %s WHERE email = %s",
+            "UPDATE users SET email = %s, email_verified = %s WHERE lower(email) = lower(%s)",
             [new_email, bool(verified), email],
         )
     except postgres.DuplicateKey:

@@ -26,7 +26,7 @@ def change_password(email, new_password, callback):
     hashed = bcrypt.hash(new_password, int(configuration.get("BCRYPT_ROUNDS", 10)))
     try:
         changed = connect_db().execute(
-            "UPDATE users SET password = %s WHERE email = %s",
+            "UPDATE users SET password = %s WHERE lower(email) = lower(%s)",
             [hashed, email],
         )
     except postgres.DatabaseError as error:

@@ -24,7 +24,7 @@ def connect_db():
 def get_user(email, callback):
     try:
         rows = connect_db().query(
-            "SELECT id, nickname, email, email_verified FROM users WHERE email = %s",
+            "SELECT id, nickname, email, email_verified FROM users WHERE lower(email) = lower(%s)",
             [email],
         )
     except postgres.DatabaseError as error:

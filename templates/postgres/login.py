@@ -39,7 +39,7 @@ def dummy_hash():
 def login(email, password, callback):
     try:
         rows = connect_db().query(
-            "SELECT id, nickname, email, email_verified, password FROM users WHERE email = %s",
+            "SELECT id, nickname, email, email_verified, password FROM users WHERE lower(email) = lower(%s)",
             [email],
         )
     except postgres.DatabaseError as error:

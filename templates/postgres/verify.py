@@ -24,7 +24,7 @@ def connect_db():
 def verify(email, callback):
     try:
         changed = connect_db().execute(
-            "UPDATE users SET email_verified = %s WHERE email = %s",
+            "UPDATE users SET email_verified = %s WHERE lower(email) = lower(%s)",
             [True, email],
         )
     except postgres.DatabaseError as error:

@@ -18,7 +18,7 @@ def connect_db():
 def change_email(email, new_email, verified, callback):
     try:
         changed = connect_db().execute(
-            "UPDATE users SET email = ?, email_verified = ? WHERE email = ?",
+            "UPDATE users SET email = ?, email_verified = ? WHERE email = ? COLLATE NOCASE",
             [new_email, bool(verified), email],
         )
     except sqlite.DuplicateKey:

@@ -20,7 +20,7 @@ def change_password(email, new_password, callback):
     hashed = bcrypt.hash(new_password, int(configuration.get("BCRYPT_ROUNDS", 10)))
     try:
         changed = connect_db().execute(
-            "UPDATE users SET password = ? WHERE email = ?",
+            "UPDATE users SET password = ? WHERE email = ? COLLATE NOCASE",
             [hashed, email],
         )
     except sqlite.DatabaseError as error:

@@ -18,7 +18,7 @@ def connect_db():
 def get_user(email, callback):
     try:
         rows = connect_db().query(
-            "SELECT id, nickname, email, email_verified FROM users WHERE email = ?",
+            "SELECT id, nickname, email, email_verified FROM users WHERE email = ? COLLATE NOCASE",
             [email],
         )
     except sqlite.DatabaseError as error:

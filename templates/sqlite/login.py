@@ -33,7 +33,7 @@ def dummy_hash():
 def login(email, password, callback):
     try:
         rows = connect_db().query(
-            "SELECT id, nickname, email, email_verified, password FROM users WHERE email = ?",
+            "SELECT id, nickname, email, email_verified, password FROM users WHERE email = ? COLLATE NOCASE",
             [email],
         )
     except sqlite.DatabaseError as error:

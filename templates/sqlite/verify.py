@@ -18,7 +18,7 @@ def connect_db():
 def verify(email, callback):
     try:
         changed = connect_db().execute(
-            "UPDATE users SET email_verified = ? WHERE email = ?",
+            "UPDATE users SET email_verified = ? WHERE email = ? COLLATE NOCASE",
             [True, email],
         )
     except sqlite.DatabaseError as error:

@@ -15,8 +15,9 @@ import unicodedata
 
 import pytest
 
-from tests.db.conftest import engine, make_tenant  # noqa: F401  (fixtures: real engine, tenant folders)
-from tests.security.test_cant_account_integrity import add_legacy_user, op
+from tests.db.conftest import engine, make_tenant, pg_database  # noqa: F401  (fixtures: engine, tenants, PostgreSQL)
+from tests.db.legacy import _hash
+from tests.security.test_cant_account_integrity import add_legacy_user, op, sql
 
 SHARP_S = "anna@stra\u00dfe.de"     # a legacy user's real address (German IDN domains keep ß)
 PLAIN_SS = "anna@strasse.de"         # casefold(SHARP_S): a different mailbox
@@ -64,3 +65,20 @@ def test_cant_squat_a_legacy_user_stored_decomposed_by_signup_composed(engine, m
     assert res["error"]["code"] == "script_error" and res["error"]["validation_code"] == "user_exists"
     if import_users:
         assert conn.store.count() == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("import_users", [True, False], ids=["migration", "legacy"])
+def test_cant_squat_a_mixed_case_legacy_row_by_signup_lowercase(engine, make_tenant, backend, import_users):
+    """A legacy row stored as "Carol@Example.com" (imported from elsewhere): the key's form is
+    lowercase, so the templates' get_user must compare case-insensitively or the existence
+    check misses carol.  Layer: templates/{sqlite,postgres} (get_user and login by email)."""
+    conn = make_tenant(backend, import_users)
+    sql(conn, "INSERT INTO users (email, password, nickname) VALUES (%s, %s, 'carol')",
+        "Carol@Example.com", _hash("carol-pw"))
+    carol = str(sql(conn, "SELECT id FROM users WHERE email = %s", "Carol@Example.com")[0][0])
+    res = op(engine, conn, "signup", {"email": "carol@example.com", "password": "attacker-pw"})
+    assert res["ok"] is False
+    assert res["error"]["code"] == "script_error" and res["error"]["validation_code"] == "user_exists"
+    login = op(engine, conn, "login", "carol@example.com", "carol-pw")
+    assert login["ok"] is True and login["result"]["user_id"] == carol, login["error"]
