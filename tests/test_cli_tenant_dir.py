@@ -78,6 +78,7 @@ def test_plain_run_of_a_tenant_script_points_to_tenant_dir(acme: Path) -> None:
                       cwd=acme.parent.parent)
     assert rc == 1 and "NotAllowed" in out
     assert "run --tenant-dir tenants/acme login" in err
+    assert "scriptvisor run --tenant-dir DIR" in out  # the engine's own message points there too
 
 
 def test_init_hint_is_a_command_that_works_as_printed(tmp_path: Path) -> None:

@@ -491,7 +491,9 @@ def _sqlite_path(name: object) -> str:
     except RuntimeError:
         data_dir = None
     if not data_dir:
-        raise NotAllowed("this tenant has no data directory for sqlite files")
+        raise NotAllowed("this tenant has no data directory for sqlite files: run the script with its "
+                         "tenant (scriptvisor run --tenant-dir DIR, or the server), or give one with "
+                         "Engine.configure_tenant(name, data_dir=...)")
     base = os.path.realpath(data_dir)
     path = os.path.join(base, name)
     if os.path.lexists(path):
