@@ -232,12 +232,16 @@ def _self_command() -> str:
     import shutil
 
     argv0 = sys.argv[0] if sys.argv else ""
-    if argv0.endswith((".py", "__main__.py")) or not argv0:
-        return f"{sys.executable} -m scriptvisor.engine.cli"
+    if os.path.basename(argv0) == "scriptvisor":
+        candidate = argv0
+    else:  # python -m scriptvisor.engine.cli, or called in-process (tests)
+        candidate = os.path.join(os.path.dirname(sys.executable), "scriptvisor")
+        if not os.path.exists(candidate):
+            return f"{sys.executable} -m scriptvisor.engine.cli"
     on_path = shutil.which("scriptvisor")
-    if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+    if on_path and Path(on_path).resolve() == Path(candidate).resolve():
         return "scriptvisor"
-    shown = Path(os.path.abspath(argv0))  # as typed (a symlinked .venv stays .venv)
+    shown = Path(os.path.abspath(candidate))  # as typed (a symlinked .venv stays .venv)
     try:
         return str(shown.relative_to(os.path.abspath(os.getcwd())))
     except ValueError:
