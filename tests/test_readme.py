@@ -16,6 +16,9 @@ An HTML comment just before a block changes how it runs:
   ``http://127.0.0.1:8080`` is rewritten to the port it printed.  The
   ``bash scripts/install.sh`` before ``&&`` is what ``scripts/test.sh`` (the
   second Quickstart command, and CI) runs first; it is checked to be there.
+  The session also gets its own ``XDG_RUNTIME_DIR`` (the engine's default
+  state directory), so tests running at the same time cannot share its
+  tenant uid map.
 * ``<!-- doctest: background -->`` -- a command that follows something
   (``tail``): started in the background, its expected lines are read after
   the next block has run.
@@ -27,9 +30,11 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +143,11 @@ def scratch(tmp_path: Path) -> Path:
 def test_readme_examples_run_as_written(scratch: Path) -> None:
     found = blocks(README.read_text(encoding="utf-8"))
     assert [b.directive for b in found[:2]] == ["server", "skip (it is the test suite that runs this README)"]
-    env = dict(os.environ)
+    # its own engine state (tenant uid map, scratch mounts): other tests running
+    # at the same time use tenants named "acme" too
+    runtime = Path(tempfile.mkdtemp(prefix="sv-readme-", dir="/tmp"))
+    runtime.chmod(0o755)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
     started: list[subprocess.Popen[str]] = []
     url = DEFAULT_URL
     pending: tuple[subprocess.Popen[str], _Lines, Block] | None = None
@@ -199,6 +208,7 @@ def test_readme_examples_run_as_written(scratch: Path) -> None:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
+        shutil.rmtree(runtime, ignore_errors=True)
     assert ran["console"] >= 6 and ran["python"] >= 1
 
 
