@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import sys
 import time
@@ -22,6 +23,8 @@ __all__ = ["TailError", "follow", "format_event", "read_events"]
 
 #: Seconds between reconnection attempts: doubled after each failure, capped.
 BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
+#: C0 (but tab) and C1 control characters (ESC starts terminal sequences; CR/LF forge lines).
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # tab stays a tab
 #: No byte for this long (the server sends a heartbeat every 15 s): the connection is dead.
 READ_TIMEOUT = 60.0
 
@@ -63,26 +66,31 @@ def read_events(lines: Iterator[bytes]) -> Iterator[tuple[str | None, str, Any]]
             data.append(value_text)
 
 
+def _printable(text: Any) -> str:
+    """Tenant text for a terminal: control characters as ``\\xNN``, never raw escape sequences."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
 def format_event(event: str, data: Any) -> str:
-    """One human line (plus indented log lines) for an event."""
+    """One human line (plus indented log lines) for an event; tenant text is escaped (``_printable``)."""
     clock = time.strftime("%H:%M:%S")
     if not isinstance(data, dict):
-        return f"{clock} {event} {data}"
-    what = data.get("script") or data.get("operation") or "?"
+        return f"{clock} {event} {_printable(data)}"
+    what = _printable(data.get("script") or data.get("operation") or "?")
     inv = str(data.get("invocation_id", ""))[:12]
     if event == "start":
         return f"{clock} start  {what} {inv}"
     if event == "result":
         err = data.get("error") or {}
-        outcome = "ok" if data.get("ok") else f"{err.get('code', 'error')}: {err.get('message', '')}"
+        outcome = "ok" if data.get("ok") else _printable(f"{err.get('code', 'error')}: {err.get('message', '')}")
         lines = [f"{clock} result {what} {inv} {outcome} ({float(data.get('duration_ms') or 0):.1f} ms)"]
-        lines += [f"    | {line}" for line in data.get("logs") or []]
+        lines += [f"    | {_printable(line)}" for line in data.get("logs") or []]
         if data.get("logs_truncated"):
             lines.append(f"    | ({data['logs_truncated']} log lines left out: event over 64 KiB)")
         return "\n".join(lines)
     if event == "gap":
         return f"{clock} gap    some events were missed while disconnected (resumed after {data.get('last_event_id')})"
-    return f"{clock} {event} {json.dumps(data)}"
+    return f"{clock} {_printable(event)} {json.dumps(data)}"
 
 
 def _open(url: str, tenant: str, token: str, last_id: str | None) -> tuple[http.client.HTTPConnection, Any]:

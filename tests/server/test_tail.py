@@ -83,3 +83,18 @@ def test_tail_reconnects_with_last_event_id() -> None:
     assert seen_headers == [None, "e-1"]  # the second connection resumes after the first's last id
     assert [json.loads(x)["data"]["invocation_id"] for x in out.getvalue().splitlines()] == ["i1", "i2"]
     assert "reconnecting" in err.getvalue()
+
+
+def test_cant_send_terminal_escapes_to_the_operator_through_tail() -> None:
+    """Layer: tail's formatter. A script's log lines and error message reach the
+    operator's terminal with control characters escaped, never raw (no title or
+    clipboard OSC, no erased lines, no forged ``result`` lines)."""
+    from scriptvisor.engine.tail import format_event
+
+    evil = "before\x1b]0;owned\x07\x1b[2K\rFAKE result login ok\x1b[31m\x9b2J\x00"
+    text = format_event("result", {"script": "esc", "invocation_id": "ab" * 8, "ok": False,
+                                   "error": {"code": "script_error", "message": evil}, "logs": [evil],
+                                   "duration_ms": 1.0})
+    assert not any(ord(ch) < 0x20 and ch != "\n" or 0x7f <= ord(ch) <= 0x9f for ch in text), repr(text)
+    assert text.count("\n") == 1  # the result line and one log line: nothing forged
+    assert "before\\x1b]0;owned\\x07\\x1b[2K\\x0dFAKE result login ok\\x1b[31m\\x9b2J\\x00" in text.splitlines()[1]
