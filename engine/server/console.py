@@ -118,6 +118,9 @@ async def whoami(request: Request) -> Response:
     current = {name: state.registry.get(name) for name in [*state.registry.tenants, *state.registry.errors]}
     mine = [name for name, t in sorted(current.items())
             if t is not None and auth.decide(token, name, {name: t.token_hashes}, None) is auth.Decision.ALLOW]
+    if not mine:  # a broken tenant's own token signs in to see why (its routes answer 500 with the key)
+        mine = [name for name, hashes in sorted(state.registry.broken_token_hashes().items())
+                if auth.decide(token, name, {name: hashes}, None) is auth.Decision.ALLOW]
     if len(mine) == 1:
         return JSONResponse({"role": "tenant", "tenant": mine[0]})
     return _problem(401, "unauthorized", "invalid bearer token", **{"WWW-Authenticate": "Bearer"}).response()

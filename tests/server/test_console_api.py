@@ -91,6 +91,20 @@ def test_cant_sign_in_to_the_console_with_a_revoked_token(console_server: Server
     assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthorized"), r.text
 
 
+def test_whoami_lets_a_broken_tenants_token_in_to_see_why(console_server: Server) -> None:
+    """The tenant routes answer a broken tenant's own token 500 with the key; sign-in lets it see that."""
+    srv = console_server
+    token = auth.create_token(srv.tenants_dir, "broken", name="owner")  # the file parses, it does not validate
+    _touch(srv.tenants_dir / "broken" / "tenant.toml")
+    with srv.client(token=token) as c:
+        who = c.get("/v1/whoami")
+        scripts = c.get("/v1/tenants/broken/scripts")
+    check_openapi("get", "/v1/whoami", who)
+    assert (who.status_code, who.json()) == (200, {"role": "tenant", "tenant": "broken"}), who.text
+    check_openapi("get", SCRIPTS, scripts)
+    assert scripts.status_code == 500 and scripts.json()["error"]["key"] == "editing.enabled"
+
+
 def test_scripts_are_listed_with_source_operations_and_editing_flag(console_server: Server) -> None:
     with console_server.client("readonly") as c:
         r = c.get("/v1/tenants/readonly/scripts")
