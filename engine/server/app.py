@@ -432,7 +432,7 @@ async def readyz(request: Request) -> Response:
     node_ready = state.ready and not state.draining and engine_ok
     ready = ready and node_ready
     admin = _is_admin(state, request)
-    body: dict[str, Any] = {"ready": ready, "node_ready": node_ready, "draining": state.draining,
+    body: dict[str, Any] = {"ready": ready, "draining": state.draining, "node_ready": node_ready,
                             "engine": engine_ok,
                             "user_store": {"ok": store["ok"], "kind": store["kind"]}}
     if admin:

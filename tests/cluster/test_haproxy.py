@@ -8,7 +8,7 @@ consistent hashing on the tenant with bounded loads (``hash-balance-factor``).
    stays on one node, the same one before and after the burst);
 2. a broken tenant never takes its node out (no passive checks; 500 is tenant-level);
 3. a node stopped with SIGTERM (drain) loses no call: the refused connections
-   are retried on the other node, the calls running on it finish.
+   are retried on the other node, the call running on it finishes there.
 
 HAProxy is installed by scripts/test.sh (Debian's haproxy package).
 """
@@ -161,32 +161,66 @@ def test_broken_tenant_leaves_its_node_in_the_pool_behind_haproxy(cluster: Clust
         shutil.rmtree(root / "broken", ignore_errors=True)
 
 
-def test_sigterm_of_a_node_loses_no_call_behind_haproxy(cluster: Cluster) -> None:
+class _Starts:
+    """Counts ``start`` events of one tenant's log stream on one node (read in a thread)."""
+
+    def __init__(self, url: str, tenant: str, token: str) -> None:
+        self.subscribed = threading.Event()
+        self.status: int | None = None
+        self.started = threading.Semaphore(0)
+        self._client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                                    timeout=httpx.Timeout(60, read=None))
+        self._thread = threading.Thread(target=self._run, args=(tenant,), daemon=True)
+        self._thread.start()
+
+    def _run(self, tenant: str) -> None:
+        try:
+            with self._client.stream("GET", f"/v1/tenants/{tenant}/logs") as resp:
+                self.status = resp.status_code
+                for line in resp.iter_lines():
+                    if line.startswith(": subscribed"):
+                        self.subscribed.set()
+                    elif line.strip() == "event: start":
+                        self.started.release()
+        except httpx.HTTPError:
+            pass  # the node stopped: the stream ends with it
+        finally:
+            self.subscribed.set()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def test_sigterm_of_a_node_loses_no_call_behind_haproxy(cluster: Cluster, tenants: tuple[Path, dict[str, str]]) -> None:
     with cluster.lb() as lb:
         homes = _homes(lb, [HOT, *COLD])
         victim = cluster.nodes[homes[HOT]]
-        # calls running on the node when it is told to stop, and calls sent
+        starts = _Starts(victim.url, HOT, tenants[1][HOT])
+        assert starts.subscribed.wait(30) and starts.status == 200, starts.status
+        # a call running on the node when it is told to stop, and calls sent
         # while it drains and after it is gone: every one is answered 200
         results: list[httpx.Response] = []
         lock = threading.Lock()
-        go = threading.Barrier(3)
 
         def running() -> None:
-            go.wait(timeout=30)
             r = lb.post(f"/v1/tenants/{HOT}/scripts/work", json={"args": [ROUNDS]})
             with lock:
                 results.append(r)
 
-        threads = [threading.Thread(target=running) for _ in range(2)]
+        # one call: a second one at the same moment may spill to the other node (bounded loads)
+        threads = [threading.Thread(target=running)]
         for t in threads:
             t.start()
-        go.wait(timeout=30)
+        assert starts.started.acquire(timeout=60)  # the call is running on the victim
         victim.proc.send_signal(signal.SIGTERM)
         later = [lb.post(f"/v1/tenants/{name}/scripts/noop", json={"args": []}) for name in [HOT, *COLD] * 3]
         for t in threads:
             t.join(120)
+        starts.close()
         assert victim.proc.wait(60) == 0
         answered = results + later
-        assert [r.status_code for r in answered] == [200] * len(answered), [r.text for r in answered if r.status_code != 200]
+        assert [r.status_code for r in answered] == [200] * len(answered), \
+            [r.text for r in answered if r.status_code != 200]
+        assert {_node_of(r) for r in results} == {victim.name}  # the running call finished there
         survivor = next(n for n in cluster.nodes if n != victim.name)
         assert {_node_of(r) for r in later[-len(COLD) - 1:]} == {survivor}
