@@ -516,8 +516,10 @@ async def admin_tenants(request: Request) -> Response:
 OPENAPI_TEXT = (importlib.resources.files("scriptvisor.engine.server") / "openapi.json").read_bytes()
 #: A self-contained page rendering it (no CDN: the CSP below forbids any outside asset).
 DOCS_HTML = (importlib.resources.files("scriptvisor.engine.server") / "docs.html").read_bytes()
-DOCS_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-            "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+#: The console's policy (console.CSP; that module imports this one): the page's script and
+#: style are static files (/console/docs.js, docs.css), nothing inline.
+DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 async def openapi(request: Request) -> Response:

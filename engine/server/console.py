@@ -61,6 +61,8 @@ ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",
+    "docs.js": "text/javascript; charset=utf-8",  # the /docs page's renderer and style
+    "docs.css": "text/css; charset=utf-8",
 }
 #: Checks running at once per tenant (each is a short-lived compiler process);
 #: one more gets 429 rather than a queue a typing author would pile up.

@@ -29,7 +29,20 @@ def test_docs_page_loads_nothing_from_outside(server: Server) -> None:
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "http" not in csp
     # no src/href to another host: nothing a CDN could serve
     assert re.findall(r'(?:src|href)="(?:https?:)?//', r.text) == []
-    assert 'fetch("openapi.json")' in r.text
+    assert '<script src="console/docs.js"></script>' in r.text
+    with server.client() as c:
+        js = c.get("/console/docs.js")
+    assert js.status_code == 200 and 'fetch("openapi.json")' in js.text
+
+
+def test_cant_run_inline_script_on_the_docs_page(server: Server) -> None:
+    """Layer: the /docs response's CSP, the console's own (script and style from static files only)."""
+    from scriptvisor.engine.server.console import CSP
+
+    with server.client() as c:
+        r = c.get("/docs")
+    assert r.headers["Content-Security-Policy"] == CSP and "unsafe-inline" not in CSP
+    assert re.findall(r"<script>|<style>|\son[a-z]+=", r.text) == []
 
 
 def test_docs_page_renders_every_route_in_a_browser(server: Server) -> None:
