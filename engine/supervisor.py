@@ -104,18 +104,26 @@ def describe_status(status: int | None) -> dict[str, Any]:
     return out
 
 
-_digests: dict[str, str] = {}
+_sources: dict[str, tuple[str, bytes]] = {}
+
+
+def source_parts(source: str) -> tuple[str, bytes]:
+    """(sha256, strict JSON bytes) of a script's source, memoised: warm calls
+    resend the same text, and re-encoding a few KB of script per call is most
+    of what submitting it would cost. ``FrameError`` when it cannot be sent."""
+    parts = _sources.get(source)
+    if parts is None:
+        source_json = wire.json_bytes(source)  # strict: a lone surrogate raises here
+        parts = (hashlib.sha256(source.encode("utf-8")).hexdigest(), source_json)
+        if len(_sources) >= 1024:
+            _sources.clear()
+        _sources[source] = parts
+    return parts
 
 
 def source_digest(source: str) -> str:
-    """sha256 of a script's source, memoised: warm calls resend the same text."""
-    digest = _digests.get(source)
-    if digest is None:
-        digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
-        if len(_digests) >= 1024:
-            _digests.clear()
-        _digests[source] = digest
-    return digest
+    """sha256 of a script's source (memoised)."""
+    return source_parts(source)[0]
 
 
 class Supervisor:
@@ -699,7 +707,7 @@ class Supervisor:
             # worker's cap. The error names the argument; nothing is sent.
             path_json = wire.json_bytes(path)
             fn_json = wire.json_bytes(function)
-            source_json = wire.json_bytes(source)
+            digest, source_json = source_parts(source)
             args_json, config_json = wire.encode_arguments(
                 list(args), dict(configuration or {}),
                 source_bytes=len(source_json) + len(path_json) + len(fn_json))
@@ -710,7 +718,7 @@ class Supervisor:
                                  reason=exc.reason)
         if refused is not None:
             return self.refuse(tenant, refused, on_done)
-        job = Job(tenant, path_json, fn_json, source_json, source_digest(source), args_json, config_json,
+        job = Job(tenant, path_json, fn_json, source_json, digest, args_json, config_json,
                   timeout, on_done, debug_code, now=self.clock())
         pool.last_used = job.submitted
         if not self.running:

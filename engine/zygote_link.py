@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -147,7 +148,6 @@ class ZygoteLink:
         """Queue a frame (and a passed fd) for the zygote. ``OSError`` when it is gone."""
         if self.chan is None:
             if fd is not None:
-                import os
                 os.close(fd)
             raise BrokenPipeError("the zygote is not running")
         try:
