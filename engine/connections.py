@@ -238,6 +238,15 @@ def _text(name: str, value: Any) -> str:
     return value.strip()
 
 
+def _email(name: str, value: Any) -> str:
+    """A new address (signup, change_email): text with an "@", so it is never a legacy username,
+    which ``login`` and ``get_user`` also take as typed and the store would answer first."""
+    value = _text(name, value)
+    if "@" not in value:
+        raise BadRequest(f"{name} must be an email address (it has no '@')", field=name)
+    return value
+
+
 def _password(name: str, value: Any) -> str:
     """Passwords are taken as they are (never trimmed), but must be encodable."""
     if not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS:
@@ -258,7 +267,7 @@ def _signup_user(user: Any) -> dict[str, Any]:
     if unknown:
         raise BadRequest(f"signup does not accept {', '.join(unknown)} (accepted: {', '.join(SIGNUP_FIELDS)})",
                          field=unknown[0], fields=unknown)
-    out: dict[str, Any] = {"email": _text("email", user.get("email")),
+    out: dict[str, Any] = {"email": _email("email", user.get("email")),
                            "password": _password("password", user.get("password"))}
     for name in ("username", "nickname"):
         if user.get(name) is not None:
@@ -480,7 +489,7 @@ def _forget_id(store: UserStore, user_id: str) -> None:
 
 def op_change_email(conn: Connection, email: str, new_email: str, verified: Any) -> OpGen:
     email = _text("email", email)
-    new_email = _text("new_email", new_email)
+    new_email = _email("new_email", new_email)
     if not isinstance(verified, bool):
         raise BadRequest("verified must be true or false", field="verified")
     if email_key(new_email) == email_key(email):

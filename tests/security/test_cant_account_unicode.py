@@ -82,3 +82,23 @@ def test_cant_squat_a_mixed_case_legacy_row_by_signup_lowercase(engine, make_ten
     assert res["error"]["code"] == "script_error" and res["error"]["validation_code"] == "user_exists"
     login = op(engine, conn, "login", "carol@example.com", "carol-pw")
     assert login["ok"] is True and login["result"]["user_id"] == carol, login["error"]
+
+
+@pytest.mark.parametrize("import_users", [True, False], ids=["migration", "legacy"])
+def test_cant_squat_a_legacy_username_by_signup_with_it_as_the_email(engine, make_tenant, import_users):
+    """login takes the identifier as typed, which may be a username the legacy side knows; a
+    signup whose "email" is that username took it over (the store answered first in migration
+    mode; the legacy table got a second row matching it in legacy mode).  An email has an "@".
+    Layer: engine.connections._signup_user / op_change_email (bad_request naming the field)."""
+    from tests.security.test_cant_account_integrity import scripts
+
+    conn = make_tenant("sqlite", import_users, scripts=scripts())
+    dave = add_legacy_user(conn, "dave@example.com", "dave-pw", username="dave")
+    res = op(engine, conn, "signup", {"email": "dave", "password": "attacker-pw"})
+    assert res["ok"] is False and res["error"]["code"] == "bad_request" and res["error"]["field"] == "email"
+    assert op(engine, conn, "signup", {"email": "carol@example.com", "password": "carol-pw"})["ok"]
+    res = op(engine, conn, "change_email", "carol@example.com", "dave", False)
+    assert res["ok"] is False and res["error"]["code"] == "bad_request" and res["error"]["field"] == "new_email"
+    login = op(engine, conn, "login", "dave", "dave-pw")
+    assert login["ok"] is True and login["result"]["user_id"] == dave, login["error"]
+    assert op(engine, conn, "login", "dave", "attacker-pw")["ok"] is False
