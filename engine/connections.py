@@ -227,7 +227,7 @@ def _legacy_exists(conn: Connection, email: str) -> Generator[Step, Any, tuple[O
 
 
 def _text(name: str, value: Any) -> str:
-    """A trimmed, non-empty, UTF-8-encodable string of bounded length (emails, user ids)."""
+    """A trimmed, non-empty, UTF-8-encodable string of bounded length without NUL (emails, user ids)."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_FIELD_CHARS:
         raise BadRequest(f"{name} must be a non-empty string of at most {MAX_FIELD_CHARS} characters",
                          field=name)
@@ -235,6 +235,8 @@ def _text(name: str, value: Any) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise BadRequest(f"{name} is not valid text (it cannot be encoded as UTF-8)", field=name) from None
+    if "\x00" in value:  # no address or id has one, and PostgreSQL text cannot hold it (a store "outage")
+        raise BadRequest(f"{name} must not contain a NUL character", field=name)
     return value.strip()
 
 

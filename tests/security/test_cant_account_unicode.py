@@ -102,3 +102,32 @@ def test_cant_squat_a_legacy_username_by_signup_with_it_as_the_email(engine, mak
     login = op(engine, conn, "login", "dave", "dave-pw")
     assert login["ok"] is True and login["result"]["user_id"] == dave, login["error"]
     assert op(engine, conn, "login", "dave", "attacker-pw")["ok"] is False
+
+
+@pytest.mark.parametrize("operation, args, field", [
+    ("login", ["alice@example.com\x00", "wonderland"], "email"),
+    ("get_user", ["\x00alice@example.com"], "email"),
+    ("signup", [{"email": "z\x00@example.com", "password": "pw"}], "email"),
+    ("change_password", ["alice@example.com\x00", "new-pw"], "email"),
+    ("change_email", ["alice@example.com", "a\x00@example.com", False], "new_email"),
+    ("delete_user", ["1\x00"], "user_id"),
+])
+def test_cant_turn_a_nul_in_an_identifier_into_a_store_outage(engine, make_tenant, pg_database,
+                                                             operation, args, field):
+    """PostgreSQL text cannot hold NUL: the shared store refused the statement, which answered
+    engine_unavailable (the platform's fault, retried) for an end user's bad input.
+    Layer: engine.connections._text (bad_request naming the field, before the store)."""
+    from scriptvisor.engine.hashing import FAST_HASHER
+    from scriptvisor.engine.userstore import UserStore
+
+    conn = make_tenant("sqlite", True)
+    conn.store.close()
+    conn.store = UserStore(conn.tenant, dsn=" ".join(f"{k}={v}" for k, v in pg_database.items()),
+                           hasher=FAST_HASHER)
+    try:
+        res = op(engine, conn, operation, *args)
+        assert res["ok"] is False
+        assert res["error"]["code"] == "bad_request" and res["error"]["field"] == field, res["error"]
+        assert op(engine, conn, "login", "alice@example.com", "wonderland")["ok"]
+    finally:
+        conn.store.close()
