@@ -83,6 +83,7 @@ class BoundedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._draining = False
 
     # -- header deadline ----------------------------------------------------
     def _arm_header_timer(self) -> None:
@@ -123,6 +124,8 @@ class BoundedH11Protocol(H11Protocol):
         super().handle_events()
         if self.cycle is not before:  # a request's headers are complete
             self._cancel_header_timer()
+            if self._draining and self.cycle is not None:
+                self.cycle.keep_alive = False  # answered, then closed
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -134,6 +137,20 @@ class BoundedH11Protocol(H11Protocol):
     def shutdown(self) -> None:
         self._cancel_header_timer()
         super().shutdown()
+
+    # -- drain (run._Server.stop_accepting) ---------------------------------
+    @property
+    def idle_while_draining(self) -> bool:
+        return self._draining and not self.transport.is_closing() and (
+            self.cycle is None or self.cycle.response_complete)
+
+    def drain(self) -> None:
+        """The server is draining: a call running here ends the connection after
+        its answer; an idle connection stays open for the next request (answered,
+        with ``Connection: close``) until uvicorn's shutdown closes it."""
+        self._draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
 
 
 def protocol_class(limits: EdgeLimits) -> type[BoundedH11Protocol]:

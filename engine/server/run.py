@@ -82,12 +82,20 @@ EXAMPLE_TENANTS = _example_home()
 EXAMPLE_TOKEN = "example-token-change-me"
 
 
+#: Seconds an idle keep-alive connection stays open once a drain begins, so a
+#: request already sent on it is answered instead of lost (see stop_accepting).
+DRAIN_GRACE = 1.0
+
+
 class _Server(uvicorn.Server):
     """uvicorn, with a drain hook and without re-raising the exit signal."""
 
-    def __init__(self, config: uvicorn.Config, on_exit_signal: Any) -> None:
+    def __init__(self, config: uvicorn.Config, on_exit_signal: Any,
+                 listeners: list[socket.socket] | None = None) -> None:
         super().__init__(config)
         self._on_exit_signal = on_exit_signal
+        #: the listening sockets, for taking their backlog when draining
+        self.listeners = list(listeners or ())
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # signal context: only schedule work and set flags
@@ -97,18 +105,60 @@ class _Server(uvicorn.Server):
         self._on_exit_signal()
 
     def stop_accepting(self) -> None:
-        """Close the listener and every idle connection now (on the loop).
+        """Close the listener now (on the loop) and let open connections wind down.
 
         A load balancer then gets a clean connection refusal for the next call
         (nginx: ``error``, retried on the next node even for a POST, since
         nothing was sent), instead of a ``503 draining`` it would not retry.
         Connections with a call running get ``Connection: close`` after it.
-        uvicorn's own shutdown, a moment later, does the same again (no-op).
+        An idle keep-alive connection is not cut at once: a request already on
+        its way on it would be lost (the client cannot know whether it ran);
+        for ``DRAIN_GRACE`` seconds such a request is answered (``503
+        draining``, ``Connection: close``), then uvicorn's shutdown closes
+        what is still idle.
         """
+        self._take_backlog()
         for server in getattr(self, "servers", ()):
             server.close()
         for connection in list(self.server_state.connections):
-            connection.shutdown()
+            drain = getattr(connection, "drain", None)
+            if drain is not None:
+                drain()
+            else:
+                connection.shutdown()
+
+    def _take_backlog(self) -> None:
+        """Accept the connections the kernel already queued for us, before the
+        listener closes (closing it would reset them after their client sent a
+        request): each is served like a drained one (answered, then closed)."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+
+        def factory() -> asyncio.Protocol:
+            proto = config.http_protocol_class(config=config, server_state=self.server_state,  # type: ignore[call-arg]
+                                               app_state=self.lifespan.state)
+            drain = getattr(proto, "drain", None)
+            if drain is not None:
+                proto._draining = True  # type: ignore[attr-defined]
+            return proto
+
+        for listener in self.listeners:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                loop.create_task(loop.connect_accepted_socket(factory, conn))
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.force_exit and any(getattr(c, "idle_while_draining", False)
+                                       for c in self.server_state.connections):
+            await asyncio.sleep(DRAIN_GRACE)  # the grace period itself, not a wait for an event
+        await super().shutdown(sockets)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -242,7 +292,7 @@ async def _serve(
                     notifier.send(STOPPING=1, STATUS=f"draining {state.in_flight} call(s)")
                 hub.close()
 
-            server = _Server(config, lambda: loop.call_soon_threadsafe(begin_drain))
+            server = _Server(config, lambda: loop.call_soon_threadsafe(begin_drain), [sock])
             state.ready = True
             oplog.write("listening", host=host, port=bound_port, node=node, tenants=sorted(registry.tenants),
                         invalid=sorted(registry.errors), state_dir=cfg.state_dir)
