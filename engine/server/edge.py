@@ -139,11 +139,6 @@ class BoundedH11Protocol(H11Protocol):
         super().shutdown()
 
     # -- drain (run._Server.stop_accepting) ---------------------------------
-    @property
-    def idle_while_draining(self) -> bool:
-        return self._draining and not self.transport.is_closing() and (
-            self.cycle is None or self.cycle.response_complete)
-
     def drain(self) -> None:
         """The server is draining: a call running here ends the connection after
         its answer; an idle connection stays open for the next request (answered,

@@ -5,11 +5,13 @@ Lifecycle::
     bind the listening socket (port 0: the kernel picks one; the chosen port is printed)
     start AsyncEngine in this loop  ->  load tenants  ->  ready
     serve HTTP until SIGTERM/SIGINT
-    drain: the listener and idle connections close at once (new connections
-           are refused: a load balancer retries them elsewhere), a request
-           still arriving on an open connection gets 503 draining, log
-           streams end, in-flight calls run to completion (each is bounded by
-           its deadline, which the engine enforces by killing the worker)
+    drain: connections already queued are taken, then the listener closes
+           (new connections are refused: a load balancer retries them
+           elsewhere); a request arriving on an open connection within
+           DRAIN_GRACE gets 503 draining + Connection: close; log streams end
+           after their tenant's running calls; in-flight calls run to
+           completion (each bounded by its deadline, which the engine
+           enforces by killing the worker)
     stop workers and the zygote (AsyncEngine.__aexit__), exit 0
 
 systemd: with ``$NOTIFY_SOCKET`` set (``Type=notify``) the server sends
@@ -155,8 +157,9 @@ class _Server(uvicorn.Server):
                 loop.create_task(loop.connect_accepted_socket(factory, conn))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if not self.force_exit and any(getattr(c, "idle_while_draining", False)
-                                       for c in self.server_state.connections):
+        # idle and just-taken connections get DRAIN_GRACE to deliver a request
+        # already sent (answered 503 draining); then uvicorn closes what is idle
+        if not self.force_exit and self.server_state.connections:
             await asyncio.sleep(DRAIN_GRACE)  # the grace period itself, not a wait for an event
         await super().shutdown(sockets)
 
