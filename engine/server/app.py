@@ -126,7 +126,7 @@ def _is_admin(state: ServerState, request: Request) -> bool:
 def _authorize(state: ServerState, request: Request, name: str) -> Tenant:
     """The tenant ``name`` if the caller may act for it; raises RequestProblem."""
     if state.draining:
-        raise _problem(503, "draining", "the server is shutting down", **{"Retry-After": "1", "Connection": "close"})
+        raise _problem(503, "draining", "the server is shutting down", **{"Retry-After": "1"})  # + Connection: close (run.py)
     token = auth.bearer_token(request.headers.get("authorization"))
     if token is None:
         raise _problem(401, "unauthorized", "missing bearer token", **{"WWW-Authenticate": "Bearer"})

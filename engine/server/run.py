@@ -279,8 +279,21 @@ async def _serve(
                 connection_runner=runner, connection_operations=operations,
                 end_user_responses=end_user_responses,
             )
+            inner = NodeHeader(create_app(state), node)
+
+            async def app(scope: Any, receive: Any, send: Any) -> None:
+                async def send_closing(message: Any) -> None:
+                    # while draining every answer says Connection: close, so a
+                    # client never writes its next call to a connection that
+                    # the node closes right after this answer
+                    if state.draining and message["type"] == "http.response.start":
+                        message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+                    await send(message)
+
+                await inner(scope, receive, send_closing if scope["type"] == "http" else send)
+
             config = uvicorn.Config(
-                NodeHeader(create_app(state), node), lifespan="off", log_level=log_level, access_log=False,
+                app, lifespan="off", log_level=log_level, access_log=False,
                 log_config=None,  # uvicorn's records go to the root logger: install_logging above
                 timeout_graceful_shutdown=None, server_header=False,
                 # header deadline and connection cap (edge.py); idle keep-alive bound
