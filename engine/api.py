@@ -64,13 +64,18 @@ class _Base:
         return self._sup
 
     def configure_tenant(self, name: str, limits: TenantLimits | None = None,
-                         data_dir: str | None = None, http: Any = None) -> None:
-        """Set a tenant's limits, data directory and declared HTTP endpoints.
+                         data_dir: str | None = None, http: Any = None,
+                         databases: Iterable[Any] | None = None,
+                         egress: Iterable[tuple[str, int]] | None = None) -> None:
+        """Set a tenant's limits, data directory and declared endpoints.
 
-        ``http``: the ``[[http]]`` endpoints (``Tenant.http_policy()``). Applies
-        to workers spawned from now on.
+        ``http``: the ``[[http]]`` endpoints (``Tenant.http_policy()``);
+        ``databases``: the ``[[databases]]`` (``engine.databases.DatabaseDecl``), the
+        only ones its scripts may open; ``egress``: the (host, port) pairs its
+        workers may reach (default: what those declarations name). Applies to
+        workers spawned from now on.
         """
-        self.supervisor.configure_tenant(name, limits, data_dir, http)
+        self.supervisor.configure_tenant(name, limits, data_dir, http, databases, egress)
 
     def remove_tenant(self, name: str) -> None:
         """Stop the tenant's workers once idle and forget it (a later call starts it afresh)."""

@@ -500,15 +500,20 @@ _LEGACY_DB_SETUP = {
 @click.option("--template", required=True, type=click.Choice(["sqlite", "postgres", "mysql", "webservice"]),
               help="Database (or legacy REST API: webservice) the seven action scripts are written for.")
 @click.option("--import-users", is_flag=True, help="Automatic migration mode (import_users = true).")
-def init(tenant_dir: Path, template: str, import_users: bool) -> None:
+@click.option("--secrets-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="postgres/mysql: where `db setup` will write the database password (default: "
+                   "$SCRIPTVISOR_SECRETS_DIR, /etc/scriptvisor/secrets as root, else ~/.config/scriptvisor/secrets).")
+def init(tenant_dir: Path, template: str, import_users: bool, secrets_dir: Path | None) -> None:
     """Create TENANT_DIR: scripts, tenant.toml, schema (and a seeded data/legacy.db for sqlite)."""
     from .tenantdir import InitError, init_tenant
 
     try:
-        root = init_tenant(tenant_dir, template, import_users)
+        root = init_tenant(tenant_dir, template, import_users, secrets_dir=secrets_dir)
     except InitError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"created tenant folder {root} ({template}, import_users = {str(import_users).lower()})")
+    if template in ("postgres", "mysql"):
+        click.echo(f"next: scriptvisor db setup --tenant-dir {root}   (creates the {template} database and role)")
     if template == "webservice":
         click.echo(f"start the reference legacy API: {_self_command()} legacy-api --tenant-dir {root}")
     elif template in _LEGACY_DB_SETUP:  # the scripts' database must exist first (its README's "Setup")
@@ -552,6 +557,28 @@ def legacy_api(tenant_dir: Path | None, host: str, port: int | None, api_key: st
         serve_api(api_key, host=host, port=DEFAULT_PORT if port is None else port, test_routes=test_routes)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+@main.group("db")
+def db_group() -> None:
+    """Legacy databases of PostgreSQL/MySQL tenants."""
+
+
+@db_group.command("setup")
+@click.option("--tenant-dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Tenant folder whose tenant.toml declares the database ([[databases]]).")
+@click.option("--admin-dsn", help="Admin connection (default: postgresql://postgres@127.0.0.1:5432/postgres, "
+                                  "mysql://root@127.0.0.1:3306/).")
+def db_setup(tenant_dir: Path, admin_dsn: str | None) -> None:
+    """Create the declared database, a least-privileged role with a generated password
+    (written to its password_file), the schema and the example users."""
+    from .dbsetup import SetupError, setup_tenant
+
+    try:
+        setup_tenant(tenant_dir, admin_dsn, echo=click.echo)
+    except SetupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 @main.command("connection", cls=_ConnectionCommand, context_settings={"ignore_unknown_options": True})

@@ -47,6 +47,21 @@ class TenantLimits:
     result_bytes: int = _W.result_bytes
     #: TCP ports scripts may connect to (Landlock ABI >= 4). Empty: no egress.
     allowed_ports: tuple[int, ...] = ()
+    #: Database connections a worker may hold open at once (sqlite, postgres,
+    #: mysql together); one more is ``NotAllowed`` naming this limit.
+    db_connections: int = _W.db_connections
+    #: Connections the tenant's database role may hold on its server at once,
+    #: over all its workers: ``scriptvisor db setup`` creates the role with it
+    #: (PostgreSQL CONNECTION LIMIT, MySQL MAX_USER_CONNECTIONS); one more is
+    #: ``NotAllowed`` naming this limit.
+    db_connections_per_tenant: int = 16
+    #: Data-directory quota, MiB: a sqlite file may grow (max_page_count) to
+    #: this minus the other files of the directory; a full database fails
+    #: with ``DataQuotaExceeded``.
+    data_mb: int = _W.data_mb
+    #: Files a tenant's scripts may create in its data directory (sqlite
+    #: databases; their -wal/-shm/-journal companions do not count).
+    data_files: int = _W.data_files
     #: Invocations that may run at once for this tenant (one per worker).
     max_concurrency: int = 4
     #: Invocations that may wait for a worker; beyond it: ``overloaded``.
@@ -112,8 +127,12 @@ class EngineConfig:
     uid_dir: str | None = None
     #: First uid/gid of the per-tenant range (root only). Tenants get
     #: ``uid_base + n`` in order of first use, recorded in ``state_dir``.
-    uid_base: int = 200_000
+    uid_base: int = 300_000
     uid_count: int = 50_000
+    #: Root supervisor: nftables rules let each tenant's uid open TCP only to
+    #: its declared host:port pairs (``engine.egress``). Off or unavailable:
+    #: Landlock ports only.
+    egress: bool = True
     #: Refuse to start when an OS confinement layer is unavailable.
     require_all_layers: bool = False
     #: Apply OS confinement at all (tests of the language layer alone may turn it off).

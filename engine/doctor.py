@@ -18,11 +18,17 @@ __all__ = ["egress", "egress_text", "layers", "missing", "run_doctor"]
 
 def layers(config: Any = None) -> list[dict[str, Any]]:
     """One ``{"name", "active", "detail"}`` per layer, in the order workers apply them."""
+    from scriptvisor.engine import egress
+
     avail = confine.available(config)
     order = [name for name in confine.LAYERS if name in avail]
     order += sorted(set(avail) - set(order))
-    return [{"name": name, "active": bool(avail[name][0]), "detail": avail[name][1]}
-            for name in order]
+    rows = [{"name": name, "active": bool(avail[name][0]), "detail": avail[name][1]} for name in order]
+    usable, why = egress.probe()
+    if usable and config is not None and not getattr(config, "egress", True):
+        usable, why = False, "disabled (EngineConfig.egress = False); Landlock ports only"
+    rows.append({"name": "egress_nft", "active": usable, "detail": why})
+    return rows
 
 
 def missing(config: Any = None) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ with no worker at all (``starved``).  Nothing here spawns or kills.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from scriptvisor.sandbox.wire import HttpEndpoint
 
@@ -25,7 +25,7 @@ MAX_BOOT_FAILURES = 3
 
 class TenantPool:
     __slots__ = ("name", "limits", "data_dir", "http", "workers", "idle", "queue", "last_used",
-                 "boot_failures", "boot_error", "recycle_before", "removed")
+                 "boot_failures", "boot_error", "recycle_before", "removed", "databases", "egress")
 
     def __init__(self, name: str, limits: TenantLimits, data_dir: str | None, now: float,
                  http: tuple[HttpEndpoint, ...] = ()) -> None:
@@ -34,6 +34,10 @@ class TenantPool:
         self.data_dir = data_dir
         #: declared [[http]] endpoints, as the worker's http facade receives them
         self.http = http
+        #: declared [[databases]] (engine.databases.DatabaseDecl, secrets included)
+        self.databases: tuple[Any, ...] = ()
+        #: (host, port) pairs its workers may reach (engine.egress)
+        self.egress: tuple[tuple[str, int], ...] = ()
         self.workers: set[WorkerHandle] = set()
         self.idle: list[WorkerHandle] = []   # LIFO: the warmest worker is reused first
         self.queue: deque[Job] = deque()
@@ -99,7 +103,8 @@ class Pools:
         return self.by_name.get(name)
 
     def configure(self, name: str, limits: TenantLimits | None, data_dir: str | None,
-                  http: tuple[HttpEndpoint, ...] | None = None) -> TenantPool:
+                  http: tuple[HttpEndpoint, ...] | None = None, databases: Any = None,
+                  egress: Any = None) -> TenantPool:
         pool = self.by_name.get(name)
         if pool is None:
             pool = TenantPool(name, limits or self.default_limits, data_dir, self.clock(), tuple(http or ()))
@@ -112,6 +117,14 @@ class Pools:
                 pool.data_dir = data_dir
             if http is not None:
                 pool.http = tuple(http)
+        if databases is not None:
+            pool.databases = tuple(databases)
+        if egress is None and (databases is not None or http is not None):
+            # by default exactly what the declarations name (Tenant.egress computes the same)
+            egress = [d.endpoint for d in pool.databases if d.endpoint is not None]
+            egress += [(address, ep.port) for ep in pool.http for address in ep.addresses]
+        if egress is not None:
+            pool.egress = tuple(dict.fromkeys((str(h), int(p)) for h, p in egress))
         return pool
 
     def wanted(self, pool: TenantPool) -> int:

@@ -21,6 +21,7 @@ from scriptvisor.sandbox.wire import (
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "DbSession",
     "HEADER",
     "MAX_INBOUND_FRAME",
     "VERSION",
@@ -52,6 +53,14 @@ class NeedSource:
 
 
 @dataclass(slots=True)
+class DbSession:
+    driver: str     # postgres | mysql
+    name: str       # the declared database's name (the supervisor looks up the rest)
+    session: int    # backend pid / thread id
+    started: str    # postgres backend_start (guards against a reused pid), else ""
+
+
+@dataclass(slots=True)
 class WorkerResult:
     id: int
     ok: bool
@@ -65,7 +74,7 @@ def _is_text(value: Any, limit: int = MAX_ERROR_TEXT) -> bool:
     return type(value) is str and len(value) <= limit
 
 
-def parse_worker_message(msg: dict[str, Any]) -> Ready | WorkerResult | NeedSource:
+def parse_worker_message(msg: dict[str, Any]) -> Ready | WorkerResult | NeedSource | DbSession:
     """Validate one decoded message from a worker. Raises ``FrameError``."""
     kind = msg["t"]
     if kind == "result":
@@ -100,6 +109,13 @@ def parse_worker_message(msg: dict[str, Any]) -> Ready | WorkerResult | NeedSour
         if type(job_id) is not int:
             raise FrameError("bad_message", "need_source needs an integer id")
         return NeedSource(job_id)
+    if kind == "db_session":
+        driver, name, session, started = (msg.get("driver"), msg.get("name"), msg.get("session"),
+                                          msg.get("started", ""))
+        if (driver not in ("postgres", "mysql") or not _is_text(name, 64) or type(session) is not int
+                or not 0 < session < 2**32 or not _is_text(started, 64)):
+            raise FrameError("bad_message", "db_session needs driver, name, an integer session and started")
+        return DbSession(driver, name, session, started)
     if kind == "ready":
         pid = msg.get("pid")
         timings = msg.get("timings", {})

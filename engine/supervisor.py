@@ -49,6 +49,8 @@ from scriptvisor.sandbox.wire import HttpEndpoint, WorkerPolicy
 from . import protocol
 from .config import EngineConfig, TenantLimits
 from .deadlines import Deadlines
+from .dbsessions import DbSessions
+from .egress import Egress
 from .errors import (
     BadRequest, Crash, EngineUnavailable, InvocationError, Overloaded, ProtocolError, Timeout,
 )
@@ -145,6 +147,8 @@ class Supervisor:
         self.counters: dict[str, int] = {}
         self.uidmap: Any = None
         self.am_root = os.geteuid() == 0
+        self.dbsessions = DbSessions(self)  # stops a dead worker's database sessions
+        self.egress: Egress | None = None   # nftables rules per tenant uid (root only)
 
     # ------------------------------------------------------------------ state
     def _move(self, new: SupervisorState) -> None:
@@ -194,6 +198,8 @@ class Supervisor:
                 self.uidmap = None
             else:
                 self.uidmap = UidMap.from_config(self.config)
+            if self.uidmap is not None and self.config.egress:
+                self.egress = Egress(self.config.state_dir, self.config.uid_base).start()
         self.zygote.start()
         self._move(SupervisorState.RUNNING)
 
@@ -233,13 +239,14 @@ class Supervisor:
     # ------------------------------------------------------------------ tenants
     def configure_tenant(self, name: str, limits: TenantLimits | None = None,
                          data_dir: str | None = None,
-                         http: tuple[HttpEndpoint, ...] | None = None) -> TenantPool:
+                         http: tuple[HttpEndpoint, ...] | None = None, databases: Any = None,
+                         egress: Any = None) -> TenantPool:
         problem = tenant_name_problem(name)
         if problem is not None:
             raise ValueError(problem)
         pool = self.pools.get(name)
         changed_http = pool is not None and http is not None and tuple(http) != pool.http
-        pool = self.pools.configure(name, limits, data_dir, http)
+        pool = self.pools.configure(name, limits, data_dir, http, databases, egress)
         if changed_http and pool.workers:
             # A changed [[http]] declaration must hold for the next call, not
             # whenever the tenant's current workers happen to be recycled.
@@ -277,6 +284,8 @@ class Supervisor:
             # uid, so two servers of one tenants folder agree on it and two
             # folders' same-named tenants never share one
             uid = gid = self.uidmap.uid_for(os.path.realpath(pool.data_dir) if pool.data_dir else pool.name)
+            if self.egress is not None:
+                self.egress.allow(uid, pool.egress)
         return WorkerPolicy(
             tenant=pool.name,
             worker_id=worker_id,
@@ -287,8 +296,9 @@ class Supervisor:
             # scratch mount points; a server's state dir is its own anyway
             scratch_dir=os.path.join(self.config.state_dir, "scratch", str(os.getpid()), pool.name, str(worker_id)),
             data_dir=pool.data_dir,
-            allowed_ports=tuple(pool.limits.allowed_ports),
+            allowed_ports=tuple(sorted(set(pool.limits.allowed_ports) | {p for _, p in pool.egress})),
             http=pool.http,
+            databases=tuple(d.to_policy() for d in pool.databases),
             limits=pool.limits.worker_limits(),
             confine=self.config.confine,
             debug_exec=self.config.debug_exec,
@@ -439,6 +449,7 @@ class Supervisor:
             os.close(w.pidfd)
             w.pidfd = None
         self.workers.pop(w.id, None)
+        self.dbsessions.closed(w, reason)
         pool = self.pools.get(w.tenant)
         if pool is not None:
             pool.forget(w)
@@ -552,6 +563,8 @@ class Supervisor:
                 return
             if isinstance(msg, protocol.WorkerResult):
                 self._on_result(w, msg)
+            elif isinstance(msg, protocol.DbSession):
+                self.dbsessions.opened(w, msg)
             elif isinstance(msg, protocol.NeedSource):
                 job = w.job
                 if job is None or job.id != msg.id or job.resent:
@@ -882,6 +895,9 @@ class Supervisor:
         self.zygote.stop()
         self.by_pid.clear()
         self.deadlines.clear()
+        self.dbsessions.close()
+        if self.egress is not None:
+            self.egress.close()
 
     # ------------------------------------------------------------------ stats
     def stats(self, *, memory: bool = True) -> dict[str, Any]:

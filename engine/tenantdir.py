@@ -1,6 +1,6 @@
 """``scriptvisor init``: create a working tenant folder from a template.
 
-    TENANT_DIR/tenant.toml       configuration, import_users, limits, allowed ports
+    TENANT_DIR/tenant.toml       configuration, import_users, limits, declared databases
     TENANT_DIR/scripts/*.py      the seven action scripts of templates/<template>/
     TENANT_DIR/schema.sql        the users table those scripts expect (database templates)
     TENANT_DIR/README.md         what the template does and how to try it
@@ -31,7 +31,8 @@ from scriptvisor.engine.names import tenant_name_problem
 from scriptvisor.engine.names import TENANT_NAME
 from scriptvisor.sandbox.facades.crypto import DEFAULT_ROUNDS, hash_password
 
-__all__ = ["SCRIPTS", "TEMPLATES", "TEMPLATES_DIR", "InitError", "init_tenant", "seed_sqlite"]
+__all__ = ["SCRIPTS", "TEMPLATES", "TEMPLATES_DIR", "InitError", "default_secrets_dir", "init_tenant",
+           "seed_sqlite"]
 
 #: Where the shipped templates live: package data of ``scriptvisor.templates``
 #: (the repository's ``templates/`` in a checkout, site-packages in a wheel).
@@ -80,12 +81,36 @@ def _set_api_key(toml_text: str) -> str:
     return new
 
 
+def default_secrets_dir() -> Path:
+    """Where ``db setup`` keeps database passwords: outside every tenant folder,
+    readable by the operator only (``$SCRIPTVISOR_SECRETS_DIR`` overrides)."""
+    env = os.environ.get("SCRIPTVISOR_SECRETS_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/etc/scriptvisor/secrets")
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "scriptvisor" / "secrets"
+
+
+def _declare_database(toml_text: str, tenant: str, secrets_dir: Path) -> str:
+    """Fill the template's [[databases]] placeholders: names derived from the tenant."""
+    ident = re.sub(r"[^a-z0-9_]", "_", tenant)[:50]
+    values = {"@DATABASE@": f"{ident}_legacy", "@USER@": f"{ident}_legacy",
+              "@PASSWORD_FILE@": str(secrets_dir.resolve() / f"{tenant}.legacy.password")}
+    for key, value in values.items():
+        toml_text = toml_text.replace(key, value)
+    return toml_text
+
+
 def init_tenant(tenant_dir: str | os.PathLike[str], template: str, import_users: bool = False, *,
-                seed_rounds: int = DEFAULT_ROUNDS) -> Path:
+                seed_rounds: int = DEFAULT_ROUNDS, secrets_dir: str | os.PathLike[str] | None = None) -> Path:
     """Create ``tenant_dir`` from ``templates/<template>``; return its path.
 
     Refuses a non-empty existing folder (nothing is overwritten) and a folder
-    name the server could not serve.
+    name the server could not serve.  For postgres/mysql the tenant.toml
+    declares the legacy database (``<tenant>_legacy``, role of the same name,
+    password file in ``secrets_dir``) that ``scriptvisor db setup`` creates.
     """
     if template not in TEMPLATES:
         raise InitError(f"unknown template {template!r} (choose one of: {', '.join(TEMPLATES)})")
@@ -108,6 +133,10 @@ def init_tenant(tenant_dir: str | os.PathLike[str], template: str, import_users:
     toml_text = _set_import_users((source / "tenant.toml").read_text(encoding="utf-8"), import_users)
     if template == "webservice":
         toml_text = _set_api_key(toml_text)
+    secrets_root = Path(secrets_dir) if secrets_dir is not None else default_secrets_dir()
+    if secrets_root.resolve().is_relative_to(root.resolve()):
+        raise InitError(f"secrets folder {secrets_root} is inside the tenant folder: the tenant's scripts could read it")
+    toml_text = _declare_database(toml_text, root.resolve().name, secrets_root)
     (root / "tenant.toml").write_text(toml_text, encoding="utf-8")
     if template == "sqlite":
         seed_sqlite(root / "data" / "legacy.db", rounds=seed_rounds,

@@ -12,6 +12,16 @@ and the map is replaced atomically (write to a temp file, fsync, rename).
 
 Uids that belong to an account in the host's passwd database are skipped:
 a tenant must never become ``nobody`` or a daemon.
+
+Engines with different uid maps (their own state dir or uid_dir) never
+hand out the same uid either: every uid in use is claimed in a host-wide
+registry, ``/run/scriptvisor/uids/<uid>`` (a symlink to the claiming map's directory),
+under ``/run/scriptvisor/uids.lock``.  Two tenants of different instances
+sharing a uid could signal each other's workers, and the per-uid egress
+rules (``engine.egress``) of one would police the other's tenant.  A claim
+whose state dir no longer maps that uid (deleted, reassigned) is stale and
+may be taken over; a tenant whose recorded uid is claimed by a live state
+dir gets a new one (its data dir is re-chowned at the next spawn).
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ __all__ = ["UidMap", "UidRangeExhausted", "tenant_ids"]
 
 MAP_FILE = "uids.json"
 LOCK_FILE = "uids.lock"
+#: Host-wide claims of uids in use (tmpfs: empty after a reboot, re-claimed on first use).
+REGISTRY_DIR = "/run/scriptvisor/uids"
 
 
 class UidRangeExhausted(RuntimeError):
@@ -60,24 +72,78 @@ class UidMap:
         os.makedirs(self.state_dir, mode=0o711, exist_ok=True)
         lock_fd = os.open(os.path.join(self.state_dir, LOCK_FILE),
                           os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.makedirs(REGISTRY_DIR, mode=0o700, exist_ok=True)
+        host_fd = os.open(REGISTRY_DIR + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            fcntl.flock(host_fd, fcntl.LOCK_EX)
             mapping = self._read()
-            if tenant not in mapping:
+            uid = mapping.get(tenant)
+            if uid is None or not self._claim(uid):
+                others = set(v for k, v in mapping.items() if k != tenant)
                 try:
-                    mapping[tenant] = self._next_free(set(mapping.values()))
+                    uid = self._next_free(others)
                 except UidRangeExhausted:
                     # only when the range is full: data dirs whose tenant folder
                     # is gone give their uids back (never earlier, so a uid is
                     # not handed on while a removed tenant's workers may still run)
                     for key in [k for k in mapping if k.startswith("/") and not os.path.isdir(os.path.dirname(k))]:
                         del mapping[key]
-                    mapping[tenant] = self._next_free(set(mapping.values()))
+                    uid = self._next_free(set(v for k, v in mapping.items() if k != tenant))
+                self._claim(uid)
+                mapping[tenant] = uid
                 self._write(mapping)
             self._cache = dict(mapping)
         finally:
-            os.close(lock_fd)  # releases the flock
+            os.close(host_fd)
+            os.close(lock_fd)  # releases the flocks
         return self._cache[tenant]
+
+    # -- host-wide registry (callers hold the registry lock) ---------------
+    def _claimed_elsewhere(self, uid: int) -> bool:
+        """Is ``uid`` claimed by another uid map that still holds it?
+
+        A claim is a symlink ``<REGISTRY_DIR>/<uid>`` -> the claiming map's
+        directory; it is stale when that directory is gone or no longer maps
+        the uid.
+        """
+        try:
+            owner = os.readlink(os.path.join(REGISTRY_DIR, str(uid)))
+        except OSError:  # no claim (or not a symlink: not ours to honour)
+            return False
+        if owner == os.path.realpath(self.state_dir):
+            return False
+        try:
+            with open(os.path.join(owner, MAP_FILE), encoding="utf-8") as fh:
+                return uid in json.load(fh).values()
+        except (OSError, ValueError, AttributeError):
+            return False  # stale: its directory is gone or unreadable
+
+    def _claimed_uids(self) -> set[int]:
+        """Uids other live maps claim (one readlink + stat each: cheap enough per allocation)."""
+        me = os.path.realpath(self.state_dir)
+        out = set()
+        for name in os.listdir(REGISTRY_DIR):
+            path = os.path.join(REGISTRY_DIR, name)
+            try:
+                if name.isdigit() and os.readlink(path) != me and os.path.isdir(path):
+                    out.add(int(name))
+            except OSError:
+                pass
+        return out
+
+    def _claim(self, uid: int) -> bool:
+        if self._claimed_elsewhere(uid):
+            return False
+        path = os.path.join(REGISTRY_DIR, str(uid))
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(os.path.realpath(self.state_dir), tmp)
+        os.replace(tmp, path)
+        return True
 
     def _read(self) -> dict[str, int]:
         try:
@@ -102,8 +168,9 @@ class UidMap:
         os.replace(tmp, self.path)
 
     def _next_free(self, taken: set[int]) -> int:
+        taken = taken | self._claimed_uids()
         for uid in range(self.uid_base, self.uid_base + self.uid_count):
-            if uid in taken or _is_account(uid):
+            if uid in taken or _is_account(uid) or self._claimed_elsewhere(uid):
                 continue
             return uid
         raise UidRangeExhausted(

@@ -38,6 +38,12 @@ class WorkerContext:
     allowed_ports: tuple[int, ...] = ()  # TCP ports scripts may connect to (empty: none)
     http: tuple[HttpEndpoint, ...] = ()  # declared [[http]] endpoints (the http facade's)
     limits: WorkerLimits = field(default_factory=WorkerLimits)
+    #: Operator-declared databases by name (engine.databases.DatabaseDecl.to_policy):
+    #: the only ones the facades open. Holds secrets: never handed to a script.
+    databases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Sends one message to the supervisor (set by the worker loop); facades
+    #: report their database sessions with it so the supervisor can stop them.
+    report: Callable[[dict[str, Any]], None] | None = None
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def on_recycle(self, fn: Callable[[], None]) -> None:

@@ -34,6 +34,8 @@ Messages (``t``):
     worker -> supervisor   ready       {pid}                   confined and waiting
                            result      {id, ok, result, error, logs, stats}
                            need_source {id}                    hash not cached: resend with source
+                           db_session  {driver, name, session, started}  a database session it opened
+                                                               (engine.dbsessions ends it if the worker dies)
     supervisor -> zygote   spawn       {worker, policy}        + the worker's socket (SCM_RIGHTS)
                            drop_standby {tenant}               the tenant lost its last worker
                            stop        {}
@@ -273,6 +275,15 @@ class WorkerLimits:
     output_bytes: int = 64 * 1024
     #: Largest JSON result a script may return.
     result_bytes: int = 1024 * 1024
+    #: Database connections a worker may hold open at once (sqlite, postgres
+    #: and mysql together); one more is ``NotAllowed`` naming this limit.
+    db_connections: int = 4
+    #: Data-directory quota, MiB: a sqlite file may grow (max_page_count) to
+    #: this minus the other files of the directory (``DataQuotaExceeded``).
+    data_mb: int = 256
+    #: Files scripts may create in the data directory (sqlite databases; their
+    #: -wal/-shm/-journal companions do not count).
+    data_files: int = 16
     # Work-factor caps of the ``passwords`` facade.  The cost of verifying a
     # stored hash is written in the hash, and the C code that computes it runs
     # no deadline check, so a hash above any cap is refused before any work.
@@ -346,11 +357,15 @@ class WorkerPolicy:
     debug_exec: bool = False        # test-only: accept debug_exec frames
     max_frame: int = DEFAULT_MAX_FRAME  # largest frame the worker may send
     standby: bool = True            # the zygote keeps a pre-forked standby for the tenant
+    #: Operator-declared databases (engine.databases.DatabaseDecl.to_policy, secrets
+    #: included): the only ones the facades open; never handed to a script.
+    databases: tuple[dict[str, Any], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["allowed_ports"] = list(self.allowed_ports)
         out["http"] = [dict(ep, addresses=list(ep["addresses"])) for ep in out["http"]]
+        out["databases"] = [dict(d) for d in self.databases]
         return out
 
     @classmethod
@@ -361,7 +376,8 @@ class WorkerPolicy:
             raise FrameError("bad_message", "policy.http must be a list")
         return dataclasses.replace(policy, allowed_ports=tuple(policy.allowed_ports),
                                    http=tuple(HttpEndpoint.from_wire(ep) for ep in policy.http),
-                                   limits=WorkerLimits.from_wire(policy.limits))
+                                   limits=WorkerLimits.from_wire(policy.limits),
+                                   databases=tuple(policy.databases))
 
     def replace(self, **changes: Any) -> "WorkerPolicy":
         return dataclasses.replace(self, **changes)

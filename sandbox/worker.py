@@ -130,6 +130,7 @@ def _boot(policy: WorkerPolicy) -> tuple[context.WorkerContext, Any]:
         allowed_ports=policy.allowed_ports,
         http=policy.http,
         limits=policy.limits,
+        databases={str(d["name"]): d for d in policy.databases},
     )
     context.set_worker(ctx)
     try:
@@ -183,6 +184,7 @@ def serve(fd: int, policy: WorkerPolicy,
         booted = _boot(policy)
         timings["boot_ms"] = round((time.perf_counter() - t0) * 1000.0, 4)
     ctx, runner = booted
+    ctx.report = chan.send
     debug_exec = policy.debug_exec
     sources: OrderedDict[str, str] = OrderedDict()
 

@@ -21,6 +21,7 @@ command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v ip >/dev/null || need_apt+=(iproute2)
 # Debian's libseccomp binding: the fallback sandbox/seccomp.py uses when pyseccomp is missing.
 [ -e /usr/lib/python3/dist-packages/seccomp.cpython-311-x86_64-linux-gnu.so ] || need_apt+=(python3-seccomp)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need_apt+=(nftables)  # per-tenant egress layer (engine/egress.py)
 if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null; then
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -68,6 +68,28 @@ def test_read_only_paths_never_include_root_home_or_cwd():
     assert "/etc/passwd" not in paths
 
 
+@pytest.fixture(autouse=True)
+def _private_uid_registry(tmp_path, monkeypatch):
+    """Each test its own host-wide uid registry (the real one holds other instances' claims)."""
+    from scriptvisor.engine import uids
+
+    monkeypatch.setattr(uids, "REGISTRY_DIR", str(tmp_path / "registry" / "uids"))
+
+
+def test_cant_share_a_uid_with_another_engine_instance_on_the_host(tmp_path):
+    """Layer: host-wide uid registry. Two state dirs (two engine instances) never hand out one uid,
+    so one instance's per-uid egress rules or signals never reach the other's tenants."""
+    first = UidMap(str(tmp_path / "one"), 300_000, 10)
+    second = UidMap(str(tmp_path / "two"), 300_000, 10)
+    assert first.uid_for("a") == 300_000
+    assert second.uid_for("x") == 300_001
+    assert first.uid_for("b") == 300_002
+    # a state dir that is gone no longer holds its claims
+    import shutil
+    shutil.rmtree(tmp_path / "two")
+    assert UidMap(str(tmp_path / "three"), 300_000, 10).uid_for("y") == 300_001
+
+
 def test_uid_map_is_deterministic_persistent_and_never_shared(tmp_path):
     m = UidMap(str(tmp_path), 300_000, 10)
     a, b = m.uid_for("a"), m.uid_for("b")
@@ -112,7 +134,7 @@ def test_doctor_lists_every_layer_with_a_reason():
     cfg = EngineConfig()
     text, all_active = doctor.run_doctor(cfg)
     rows = doctor.layers(cfg)
-    assert [r["name"] for r in rows] == list(confine.LAYERS)
+    assert [r["name"] for r in rows] == list(confine.LAYERS) + ["egress_nft"]  # supervisor-side layer last
     for r in rows:
         assert r["name"] in text and r["detail"]
     assert all_active == all(r["active"] for r in rows)

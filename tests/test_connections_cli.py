@@ -88,11 +88,17 @@ def test_init_writes_a_tenant_the_server_loads(tmp_path):
 
     for template in TEMPLATES:
         root = init_tenant(tmp_path / f"t-{template}", template, import_users=(template == "postgres"),
-                           seed_rounds=4)
+                           seed_rounds=4, secrets_dir=tmp_path / "secrets")
         tenant = load_tenant(root)
         assert tenant.import_users is (template == "postgres")
         if template == "webservice":  # the declared [[http]] endpoint's port
             assert tenant.limits.allowed_ports == (8931,) and tenant.egress == (("127.0.0.1", 8931),)
         elif template != "sqlite":
-            assert tenant.limits.allowed_ports == ((5432,) if template == "postgres" else (3306,))
-            assert tenant.configuration["DB_NAME"] == "legacy"
+            port = 5432 if template == "postgres" else 3306
+            assert tenant.limits.allowed_ports == (port,)
+            (decl,) = tenant.databases
+            assert (decl.name, decl.driver, decl.database, decl.user) == (
+                "legacy", template, f"t_{template}_legacy", f"t_{template}_legacy")
+            assert decl.password_file == str((tmp_path / "secrets" / f"t-{template}.legacy.password").resolve())
+            assert "not exist" in decl.secret_error and "db setup" in decl.secret_error  # until db setup
+            assert tenant.egress == (("127.0.0.1", port),)

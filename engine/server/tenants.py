@@ -9,7 +9,7 @@ Layout (fixed, shared with ``engine.connections``)::
 ``tenant.toml``::
 
     import_users = false                      # connection mode (see action-scripts.md)
-    allowed_ports = [5432]                    # egress ports for scripts (default: none)
+    allowed_ports = [5432]                    # extra egress ports (declared databases' ports are added)
     [configuration]                           # passed to scripts as `configuration`
     DB_FILE = "legacy.sqlite3"
     DB_PASSWORD = { env = "ACME_DB_PASSWORD" }  # resolved from the server's environment
@@ -25,6 +25,15 @@ Layout (fixed, shared with ``engine.connections``)::
     name = "legacy_api"
     base_url = "https://api.example.com/v1/"  # scheme, host, port, path prefix
     ca_bundle = "/etc/scriptvisor/acme-ca.pem"  # optional: verify TLS against this CA bundle
+
+    [[databases]]                             # the databases scripts may open (engine.databases)
+    name = "legacy"                           # postgres.connect("legacy")
+    driver = "postgres"                       # sqlite | postgres | mysql
+    host = "127.0.0.1"
+    port = 5432
+    database = "acme_legacy"
+    user = "acme_legacy"
+    password_file = "/etc/scriptvisor/secrets/acme.legacy.password"  # or password_env = "VAR"
 
 Declared HTTP hosts are resolved when the tenant is loaded; the workers
 connect only to those addresses (``Tenant.http``), and ``Tenant.egress``
@@ -60,6 +69,7 @@ from typing import Any, Callable, Mapping
 from scriptvisor.engine import names as _names
 from scriptvisor.engine.config import TenantLimits
 from scriptvisor.sandbox.facades import web as _web
+from scriptvisor.engine.databases import DatabaseDecl, DeclarationError, parse_databases
 
 __all__ = [
     "SCRIPT_NAME",
@@ -78,7 +88,8 @@ SCRIPT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 TOP_LEVEL_KEYS = frozenset(
-    {"import_users", "configuration", "limits", "allowed_ports", "tokens", "description", "editing", "http"}
+    {"import_users", "configuration", "limits", "allowed_ports", "tokens", "description", "editing", "http",
+     "databases"}
 )
 #: Previous versions kept per script when [editing] does not say (and the most it may say).
 DEFAULT_KEPT_VERSIONS = 20
@@ -118,15 +129,20 @@ class Tenant:
     #: ``[[http]]`` endpoints, host names resolved at load (the only addresses workers connect to).
     http: tuple[_web.Endpoint, ...] = ()
 
+    #: ``[[databases]]``: the only databases its scripts may open (engine.databases).
+    databases: tuple[DatabaseDecl, ...] = ()
+
     @property
     def egress(self) -> tuple[tuple[str, int], ...]:
-        """The (host, port) pairs this tenant's scripts may connect to, for the OS egress rules.
-
-        Each declared endpoint's resolved addresses (a host name is resolved
-        when the tenant is loaded, so a name that resolves elsewhere later is
-        not followed).
+        """The (host, port) pairs this tenant's scripts may connect to, for the OS egress rules
+        (``engine.egress``): each declared database's endpoint and each ``[[http]]``
+        endpoint's resolved addresses (a host name is resolved when the tenant is
+        loaded, so a name that resolves elsewhere later is not followed).
         """
         pairs: list[tuple[str, int]] = []
+        for decl in self.databases:
+            if decl.endpoint is not None and decl.endpoint not in pairs:
+                pairs.append(decl.endpoint)
         for ep in self.http:
             for address in ep.addresses:
                 if (address, ep.port) not in pairs:
@@ -167,7 +183,8 @@ class Tenant:
         whatever the engine learns to confine by), shared by the server,
         ``scriptvisor connection`` and ``scriptvisor run --tenant-dir``.
         """
-        return {"limits": self.limits, "data_dir": str(self.data_dir), "http": self.http_policy()}
+        return {"limits": self.limits, "data_dir": str(self.data_dir), "http": self.http_policy(),
+                "databases": self.databases, "egress": self.egress}
 
     def script_path(self, script: str) -> Path | None:
         """``scripts/<script>.py`` if the name is valid and the file exists."""
@@ -421,11 +438,20 @@ def load_tenant(
     if len(repr(configuration)) > MAX_CONFIGURATION_BYTES:
         raise TenantConfigError(file, "configuration", f"larger than {MAX_CONFIGURATION_BYTES} bytes")
     ports = _check_ports(file, "allowed_ports", data["allowed_ports"]) if "allowed_ports" in data else None
+    try:
+        databases = parse_databases(data.get("databases", []), root, os.environ if environ is None else environ)
+    except DeclarationError as exc:
+        raise TenantConfigError(file, exc.key, exc.message) from None
     limits = _build_limits(file, data.get("limits", {}), ports, defaults or TenantLimits())
     http = _http_endpoints(file, data.get("http", []), resolve)
     if http:  # the Landlock port rule (and the db facades' port check) must let them through
         limits = dataclasses.replace(
             limits, allowed_ports=tuple(sorted(set(limits.allowed_ports) | {ep.port for ep in http})))
+    declared_ports = {d.port for d in databases if d.endpoint is not None}
+    if declared_ports - set(limits.allowed_ports):
+        # Landlock's port rule (the fallback egress layer) must let the declared ports through.
+        limits = dataclasses.replace(
+            limits, allowed_ports=tuple(sorted(set(limits.allowed_ports) | declared_ports)))
     tokens = _token_hashes(file, data.get("tokens", []))
     editing, editing_versions = _editing(file, data.get("editing", {}))
     (root / "data").mkdir(exist_ok=True)
@@ -440,6 +466,7 @@ def load_tenant(
         editing=editing,
         editing_versions=editing_versions,
         http=http,
+        databases=databases,
     )
 
 

@@ -6,8 +6,8 @@ attributes (``pymysql.connections.socket``), and raw sqlite3 connections can
 ``ATTACH`` any path or load native code.  Every facade has the same small API:
 
     db = sqlite.connect("legacy.db")                 # file in the tenant's data dir
-    db = postgres.connect(host=..., port=5432, user=..., password=..., dbname=...)
-    db = mysql.connect(host=..., port=3306, user=..., password=..., database=...)
+    db = postgres.connect("legacy")                  # a database declared in tenant.toml
+    db = mysql.connect("legacy")                     # (host, user, secret: the operator's)
     rows = db.query(sql, params=())   -> list of dicts (JSON-ready values)
     n = db.execute(sql, params=())    -> rows changed; db.last_insert_id after INSERT
     with db.transaction(): ...        -> BEGIN / COMMIT, ROLLBACK on an exception
@@ -16,24 +16,43 @@ attributes (``pymysql.connections.socket``), and raw sqlite3 connections can
 and the exception classes a script catches by name (``except sqlite.DuplicateKey``):
 
     DatabaseError                      any database failure
-    ├── NotAllowed                     the facade refused (path, port, ATTACH, pragma...)
+    ├── NotAllowed                     the facade refused (undeclared, privileged, ATTACH, cap...)
     ├── ConnectError                   could not connect / the connection broke
     ├── QueryTimeout                   the statement ran into the invocation's deadline
+    ├── DataQuotaExceeded              the data directory is full (data_mb, data_files)
     └── IntegrityError                 a constraint failed
         └── DuplicateKey               a UNIQUE / PRIMARY KEY constraint failed
 
 Rules every facade enforces, and why:
-- Parameterised queries only: ``sql`` is a ``str`` holding exactly one
-  statement (checked here, outside quotes and comments; the drivers are the
-  second line), ``params`` a list/tuple/dict of plain scalars.  Placeholders
+- Declared endpoints only: postgres/mysql open a ``[[databases]]`` entry of
+  the tenant's ``tenant.toml`` by name (``engine.databases``); host, port,
+  database, user and password come from the operator, so a script cannot
+  reach another tenant's database, the platform user store or another role.
+  Anything else is ``NotAllowed`` naming what is declared.
+- No privileged sessions: right after connecting, a PostgreSQL role that is a
+  superuser, may create roles, or is a member of ``pg_execute_server_program``
+  / ``pg_read_server_files`` / ``pg_write_server_files`` (or of a superuser
+  role), and a MySQL/MariaDB account with any global privilege (FILE, SUPER,
+  ...), a PROXY grant or a granted role, is refused with ``NotAllowed`` saying
+  how to create a least-privileged role (``scriptvisor db setup`` does).
+- One statement per call, enforced by the driver protocol, not by reading
+  SQL: postgres statements always go through the extended query protocol
+  (Parse/Bind/Execute carries one statement), PyMySQL connects without
+  ``CLIENT.MULTI_STATEMENTS``, and Python's sqlite3 refuses a second
+  statement.  ``params`` is a list/tuple/dict of plain scalars; placeholders
   are the driver's own: ``?`` / ``:name`` for sqlite, ``%s`` / ``%(name)s``
   for postgres and mysql.
 - Time: the connect timeout and every statement's timeout are derived from
   ``sandbox.context.current().remaining()`` minus a safety margin, so a slow
   query fails as a catchable ``QueryTimeout`` with a clear message while
-  there is still time to call back, instead of the worker being killed.
-- Egress: postgres/mysql connect over TCP only, to ports in the worker's
-  ``allowed_ports`` (Landlock enforces the same below us).
+  there is still time to call back, instead of the worker being killed.  Each
+  postgres/mysql session is reported to the supervisor (backend pid / thread
+  id), which stops it on the server when the invocation ends abnormally
+  (``engine.dbsessions``), whatever the script SET.
+- Caps: ``TenantLimits.db_connections`` open connections per worker (more is
+  ``NotAllowed``); ``data_mb`` bounds each sqlite file (``max_page_count``:
+  a full database fails with ``DataQuotaExceeded``, a ``DatabaseError``) and
+  ``data_files`` the files in the data directory.
 - Lifetime: a connection can live in ``global_`` across invocations; every
   open connection is closed when the worker is recycled gracefully, and one
   that nobody references any more is closed when it is garbage collected.
@@ -45,6 +64,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import gc
 import math
 import os
 import re
@@ -58,10 +78,14 @@ import psycopg
 import psycopg.errors
 import psycopg.rows
 import pymysql
+import pymysql.constants.CLIENT
 import pymysql.cursors
 import pymysql.err
 
 from scriptvisor.sandbox import context
+from scriptvisor.sandbox.wire import WorkerLimits
+
+_DEFAULT_LIMITS = WorkerLimits()
 
 # Workers cannot import after confinement, and the socket module encodes host
 # names with the "idna" codec, imported lazily on first use: load it now (the
@@ -70,6 +94,7 @@ from scriptvisor.sandbox import context
 
 __all__ = [
     "ConnectError",
+    "DataQuotaExceeded",
     "DatabaseError",
     "DuplicateKey",
     "IntegrityError",
@@ -113,6 +138,9 @@ SQLITE_PRAGMAS = frozenset({
     "recursive_triggers", "case_sensitive_like", "optimize", "page_count", "page_size",
     "freelist_count", "encoding", "schema_version", "data_version",
 })
+#: PRAGMAs a script may read but not set.
+SQLITE_READ_ONLY_PRAGMAS = frozenset({"page_size", "page_count", "freelist_count", "data_version",
+                                      "schema_version", "encoding"})
 #: SQL functions a script may not call even if they exist in the library.
 SQLITE_DENIED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"})
 
@@ -143,6 +171,10 @@ class IntegrityError(DatabaseError):
 
 class DuplicateKey(IntegrityError):
     """A UNIQUE or PRIMARY KEY constraint failed: the row exists already."""
+
+
+class DataQuotaExceeded(DatabaseError):
+    """The tenant's data directory is full (``data_mb``) or holds ``data_files`` files."""
 
 
 # --------------------------------------------------------------------------
@@ -181,67 +213,7 @@ def _check_sql(sql: object, dialect: str) -> str:
         raise DatabaseError("empty SQL statement")
     if len(sql) > MAX_SQL_CHARS:
         raise DatabaseError(f"SQL statement longer than {MAX_SQL_CHARS} characters")
-    if _has_second_statement(sql, dialect):
-        raise NotAllowed("only one SQL statement per call (found ';' followed by more SQL)")
     return sql
-
-
-def _has_second_statement(sql: str, dialect: str) -> bool:
-    """True when a ``;`` outside quotes/comments is followed by more than whitespace/comments.
-
-    A small scanner, not a parser: it only has to know where strings and
-    comments start and end in each dialect (``$tag$`` quoting for postgres,
-    backslash escapes, backticks and ``#`` comments for mysql).
-    """
-    i, n = 0, len(sql)
-    seen_end = False
-    while i < n:
-        c = sql[i]
-        if c in " \t\r\n\f":
-            i += 1
-            continue
-        if c == "-" and sql.startswith("--", i) or (c == "#" and dialect == "mysql"):
-            j = sql.find("\n", i)
-            i = n if j < 0 else j + 1
-            continue
-        if c == "/" and sql.startswith("/*", i):
-            j = sql.find("*/", i + 2)
-            i = n if j < 0 else j + 2
-            continue
-        if seen_end:
-            return True
-        if c == ";":
-            seen_end = True
-            i += 1
-            continue
-        if c in "'\"" or (c == "`" and dialect == "mysql"):
-            i = _skip_quoted(sql, i, c, backslash=(dialect == "mysql" and c != "`"))
-            continue
-        if c == "$" and dialect == "postgres":
-            m = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", sql[i:])
-            if m:
-                j = sql.find(m.group(0), i + len(m.group(0)))
-                i = n if j < 0 else j + len(m.group(0))
-                continue
-        i += 1
-    return False
-
-
-def _skip_quoted(sql: str, i: int, quote: str, backslash: bool) -> int:
-    n = len(sql)
-    i += 1
-    while i < n:
-        c = sql[i]
-        if backslash and c == "\\":
-            i += 2
-            continue
-        if c == quote:
-            if i + 1 < n and sql[i + 1] == quote:  # doubled quote inside the literal
-                i += 2
-                continue
-            return i + 1
-        i += 1
-    return n
 
 
 _SCALARS = (str, int, float, bool, type(None), bytes)
@@ -499,9 +471,42 @@ def _sqlite_path(name: object) -> str:
     if os.path.lexists(path):
         if os.path.islink(path) or not os.path.isfile(path):
             raise NotAllowed(f"sqlite database {name!r} is not a regular file in the data directory")
+    else:
+        limit = _limit("data_files")
+        files = [f for f in os.listdir(base) if not f.endswith(_SQLITE_COMPANIONS)]
+        if len(files) >= limit:
+            raise DataQuotaExceeded(f"sqlite database {name!r} not created: the data directory holds "
+                                    f"{len(files)} files (limit data_files = {limit})")
     if os.path.dirname(os.path.realpath(path)) != base:
         raise NotAllowed(f"sqlite database {name!r} resolves outside the data directory")
     return path
+
+
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _limit(key: str) -> int:
+    """A worker limit (``sandbox.wire.WorkerLimits``; its defaults outside a worker)."""
+    ctx = _worker_ctx()
+    return int(getattr(ctx.limits if ctx is not None else _DEFAULT_LIMITS, key))
+
+
+def _data_quota_bytes() -> int:
+    return _limit("data_mb") * 1024 * 1024
+
+
+def _other_files_bytes(path: str) -> int:
+    """Bytes of the data directory's files other than ``path`` and its companions."""
+    base, own = os.path.split(path)
+    total = 0
+    for entry in os.scandir(base):
+        if entry.name == own or (entry.name.startswith(own) and entry.name.endswith(_SQLITE_COMPANIONS)):
+            continue
+        try:
+            total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            pass
+    return total
 
 
 class SqliteConnection(_Connection):
@@ -524,6 +529,12 @@ class SqliteConnection(_Connection):
         self._interrupted = False
         self._trusted = True
         raw.execute("PRAGMA temp_store = MEMORY")  # no temp files outside the data dir
+        if path != ":memory:":
+            # data_mb: the file may grow to the tenant's data quota minus what
+            # the other files of the data directory already take.
+            page = raw.execute("PRAGMA page_size").fetchone()[0]
+            pages = max(1, (_data_quota_bytes() - _other_files_bytes(path)) // page)
+            raw.execute(f"PRAGMA max_page_count = {int(pages)}")
         raw.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         raw.set_authorizer(self._authorize)
         raw.set_progress_handler(self._progress, SQLITE_PROGRESS_STEPS)
@@ -536,7 +547,10 @@ class SqliteConnection(_Connection):
         if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
             return sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_PRAGMA:
-            return sqlite3.SQLITE_OK if str(arg1).lower() in SQLITE_PRAGMAS else sqlite3.SQLITE_DENY
+            pragma = str(arg1).lower()
+            if pragma in SQLITE_READ_ONLY_PRAGMAS and arg2 is not None:
+                return sqlite3.SQLITE_DENY  # page_size would multiply the max_page_count quota
+            return sqlite3.SQLITE_OK if pragma in SQLITE_PRAGMAS else sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_FUNCTION:
             return sqlite3.SQLITE_DENY if str(arg2).lower() in SQLITE_DENIED_FUNCTIONS else sqlite3.SQLITE_OK
         return sqlite3.SQLITE_OK
@@ -571,6 +585,10 @@ class SqliteConnection(_Connection):
             if "UNIQUE" in msg or "PRIMARY KEY" in msg:
                 return DuplicateKey(msg)
             return IntegrityError(msg)
+        if isinstance(exc, sqlite3.OperationalError) and "database or disk is full" in msg:
+            return DataQuotaExceeded(
+                f"the tenant's data quota is used up (data_mb = {_limit('data_mb')} MiB "
+                f"for the whole data directory): {msg}")
         if "not authorized" in msg or "authorization denied" in msg or "too many attached" in msg:
             return NotAllowed(f"statement refused by the sqlite facade ({msg}): ATTACH, DETACH, "
                               "extensions and file-changing pragmas are not available")
@@ -586,33 +604,86 @@ class SqliteConnection(_Connection):
 # network databases
 
 
-def _check_endpoint(host: object, port: object, default_port: int) -> tuple[str, int]:
-    if port is None:
-        port = default_port
-    if type(host) is not str or not host or len(host) > 255:
-        raise TypeError("host must be a non-empty str")
-    if host.startswith("/") or host.startswith("@") or any(c in host for c in ", \t\n="):
-        raise NotAllowed(f"host {host!r} refused: TCP host names or addresses only (no sockets, no lists)")
-    if type(port) is str and port.isdigit():
-        port = int(port)
-    if type(port) is not int or not 0 < port < 65536:
-        raise TypeError("port must be an int between 1 and 65535")
+def _worker_ctx() -> Any:
     try:
-        allowed = tuple(context.worker().allowed_ports)
+        return context.worker()
     except RuntimeError:
-        allowed = ()
-    if port not in allowed:
-        shown = ", ".join(str(p) for p in allowed) or "none"
-        raise NotAllowed(f"port {port} is not allowed for this tenant (allowed ports: {shown})")
-    return host, port
-
-
-def _opt_str(name: str, value: object) -> str | None:
-    if value is None:
         return None
-    if type(value) is not str or len(value) > 1024:
-        raise TypeError(f"{name} must be a str")
-    return value
+
+
+def _declared(driver: str, name: object, refused: dict[str, Any]) -> dict[str, Any]:
+    """The declaration a script names; ``NotAllowed`` for anything else."""
+    ctx = _worker_ctx()
+    decls: dict[str, dict[str, Any]] = dict(ctx.databases) if ctx is not None else {}
+    mine = {n: d for n, d in decls.items() if d.get("driver") == driver}
+    shown = ", ".join(f"{n} ({d.get('driver')} {d.get('user')}@{d.get('host')}:{d.get('port')}/"
+                      f"{d.get('database')})" for n, d in sorted(decls.items())) or "none"
+    usage = (f"{driver}.connect(NAME) opens a database its operator declared in tenant.toml "
+             f"([[databases]]); declared for this tenant: {shown}")
+    if refused:
+        raise NotAllowed(f"{driver}.connect does not take {', '.join(sorted(refused))}: host, port, user, "
+                         f"password and database come from the declaration. {usage}")
+    if name is None:
+        if len(mine) != 1:
+            raise NotAllowed(f"name the database to open. {usage}")
+        name = next(iter(mine))
+    if type(name) is not str or len(name) > 64:
+        raise TypeError("the database name must be a str")
+    decl = decls.get(name)
+    if decl is None:
+        raise NotAllowed(f"database {name!r} is not declared. {usage}")
+    if decl.get("driver") != driver:
+        raise NotAllowed(f"database {name!r} is a {decl.get('driver')} database: use "
+                         f"{decl.get('driver')}.connect({name!r})")
+    if decl.get("secret_error"):
+        raise ConnectError(f"database {name!r}: {decl['secret_error']}")
+    _check_connection_cap(ctx)
+    return decl
+
+
+def _check_connection_cap(ctx: Any) -> None:
+    limit = _limit("db_connections")
+    live = sum(1 for c in list(_open) if not c.closed)
+    if live >= limit:
+        # Connections nobody references but a reference cycle (an exception's
+        # traceback holding the frame that held the connection) keeps alive
+        # are closed by their finalizers once the cycle is collected.
+        gc.collect()
+        live = sum(1 for c in list(_open) if not c.closed)
+    if live >= limit:
+        raise NotAllowed(f"this worker already has {live} open database connections (limit "
+                         f"db_connections = {limit}): close one, or keep one in global_ and reuse it")
+
+
+def _report_session(message: dict[str, Any]) -> None:
+    """Tell the supervisor about a server session so it can stop it (engine.dbsessions)."""
+    ctx = _worker_ctx()
+    if ctx is not None and ctx.report is not None:
+        ctx.report(message)
+
+
+LEAST_PRIVILEGE_PG = (
+    "create a least-privileged role instead: `scriptvisor db setup --tenant-dir DIR` does it "
+    "(by hand: CREATE ROLE acme_legacy LOGIN PASSWORD '...' NOSUPERUSER NOCREATEDB NOCREATEROLE; "
+    "GRANT CONNECT ON DATABASE acme_legacy TO acme_legacy; GRANT SELECT, INSERT, UPDATE, DELETE ON "
+    "users TO acme_legacy; GRANT USAGE ON SEQUENCE users_id_seq TO acme_legacy)")
+LEAST_PRIVILEGE_MY = (
+    "create a least-privileged account instead: `scriptvisor db setup --tenant-dir DIR` does it "
+    "(by hand: CREATE USER 'acme_legacy'@'%' IDENTIFIED BY '...'; GRANT SELECT, INSERT, UPDATE, "
+    "DELETE ON acme_legacy.* TO 'acme_legacy'@'%'; no global privileges, no FILE, no SUPER)")
+
+
+class _OneStatementCursor(psycopg.Cursor):
+    """Always the extended query protocol, even without parameters.
+
+    psycopg sends a parameterless query with the simple protocol, which runs
+    every statement of ``"SELECT 1; DROP TABLE users"``; Parse/Bind/Execute
+    carries exactly one statement and the server refuses more ("cannot insert
+    multiple commands into a prepared statement").
+    """
+
+    def _execute_send(self, query: Any, *, force_extended: bool = False, binary: Any = None) -> None:
+        super()._execute_send(query, force_extended=True, binary=binary)
 
 
 class PostgresConnection(_Connection):
@@ -621,27 +692,50 @@ class PostgresConnection(_Connection):
     _dialect = "postgres"
     _kind = "postgres"
 
-    def __init__(self, host: str, port: int, user: str | None, password: str | None,
-                 dbname: str | None) -> None:
+    def __init__(self, decl: dict[str, Any]) -> None:
         super().__init__()
         budget = _budget("connect")
+        name, host, port = decl["name"], decl["host"], decl["port"]
         kwargs: dict[str, Any] = {
-            "host": host, "port": port, "autocommit": True,
+            "host": host, "port": port, "autocommit": True, "dbname": decl["database"],
+            "user": decl["user"], "password": decl.get("password") or "",
             "connect_timeout": max(PG_MIN_CONNECT_TIMEOUT, math.ceil(budget)),
             "application_name": "scriptvisor",
             "row_factory": psycopg.rows.dict_row,
+            "cursor_factory": _OneStatementCursor,
         }
-        if user is not None:
-            kwargs["user"] = user
-        if password is not None:
-            kwargs["password"] = password
-        if dbname is not None:
-            kwargs["dbname"] = dbname
         try:
             self._raw = psycopg.connect(**kwargs)
         except Exception as exc:
-            raise ConnectError(f"cannot connect to postgres at {host}:{port}: {_short(exc)}") from None
+            if "too many connections for role" in str(exc):
+                raise NotAllowed(f"database {name!r} refused another connection ({_short(exc)}): the "
+                                 "tenant's role is at its connection limit (db_connections_per_tenant)") from None
+            raise ConnectError(f"cannot connect to database {name!r} (postgres at {host}:{port}): "
+                               f"{_short(exc)}") from None
         _track(self, self._raw.close)
+        try:
+            with self._raw.cursor() as cur:
+                cur.execute(
+                    "SELECT r.rolsuper OR r.rolcreaterole"
+                    " OR pg_has_role(r.oid, 'pg_execute_server_program', 'MEMBER')"
+                    " OR pg_has_role(r.oid, 'pg_read_server_files', 'MEMBER')"
+                    " OR pg_has_role(r.oid, 'pg_write_server_files', 'MEMBER')"
+                    " OR EXISTS (SELECT 1 FROM pg_roles s WHERE s.rolsuper AND pg_has_role(r.oid, s.oid, 'MEMBER'))"
+                    " AS privileged, pg_backend_pid() AS pid,"
+                    " (SELECT backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()) AS started"
+                    " FROM pg_roles r WHERE r.rolname = session_user")
+                row = cur.fetchone()
+        except Exception as exc:
+            self.close()
+            raise ConnectError(f"cannot check the privileges of database {name!r}: {_short(exc)}") from None
+        if row is None or row["privileged"]:
+            self.close()
+            raise NotAllowed(
+                f"database {name!r}: role {decl['user']!r} is privileged (superuser, CREATEROLE, or member of "
+                "pg_execute_server_program / pg_read_server_files / pg_write_server_files or of a superuser "
+                f"role) and could run programs or read files on the database host; {LEAST_PRIVILEGE_PG}")
+        _report_session({"t": "db_session", "driver": "postgres", "name": name,
+                         "session": int(row["pid"]), "started": str(row["started"] or "")})
 
     def _run(self, sql: str, params: Any, rows: bool, budget: float) -> Any:
         ms = max(1, int(budget * 1000))
@@ -668,6 +762,8 @@ class PostgresConnection(_Connection):
         if isinstance(exc, psycopg.OperationalError) or self._raw.closed:
             self.close()
             return ConnectError(msg)
+        if "cannot insert multiple commands" in msg:
+            return NotAllowed(f"only one SQL statement per call ({msg})")
         return DatabaseError(msg)
 
     def _close_raw(self) -> None:
@@ -678,6 +774,23 @@ class PostgresConnection(_Connection):
 _MY_DUP_ENTRY = 1062
 _MY_STATEMENT_TIMEOUT = (1969, 3024)  # MariaDB max_statement_time, MySQL max_execution_time
 _MY_LOST = (2006, 2013)               # server gone / lost connection (our socket timeout)
+_MY_USER_LIMIT = (1203, 1226)         # max_user_connections reached
+_MY_PARSE = 1064                      # syntax error: a second statement lands here
+#: Global grants that are harmless: USAGE means "no privilege".
+_MY_GLOBAL = re.compile(r"^GRANT (.+?) ON \*\.\* TO ", re.IGNORECASE)
+
+
+def _mysql_privileged(grants: list[str]) -> str | None:
+    """Why an account is privileged (None: least-privileged)."""
+    for line in grants:
+        m = _MY_GLOBAL.match(line)
+        if m and m.group(1).strip().upper() != "USAGE":
+            return f"global privileges ({m.group(1).strip()[:200]})"
+        if re.match(r"^GRANT PROXY ON ", line, re.IGNORECASE):
+            return "a PROXY grant"
+        if re.match(r"^GRANT [`'\"]?[^ ]+[`'\"]? TO ", line, re.IGNORECASE) and " ON " not in line.upper():
+            return "a granted role (roles are not checked: grant privileges to the account itself)"
+    return None
 
 
 class MysqlConnection(_Connection):
@@ -686,21 +799,68 @@ class MysqlConnection(_Connection):
     _dialect = "mysql"
     _kind = "mysql"
 
-    def __init__(self, host: str, port: int, user: str | None, password: str | None,
-                 database: str | None) -> None:
+    def __init__(self, decl: dict[str, Any]) -> None:
         super().__init__()
         budget = _budget("connect")
+        name, host, port = decl["name"], decl["host"], decl["port"]
         try:
             self._raw = pymysql.connect(
-                host=host, port=port, user=user, password=password or "", database=database,
+                host=host, port=port, user=decl["user"], password=decl.get("password") or "",
+                database=decl["database"],
                 autocommit=True, connect_timeout=max(0.1, min(budget, 30.0)),
                 charset="utf8mb4", cursorclass=pymysql.cursors.DictCursor,
                 local_infile=False,  # LOAD DATA LOCAL would read worker files
+                # One statement per call: never CLIENT.MULTI_STATEMENTS, so the
+                # server itself refuses "SELECT 1; DROP TABLE users".
+                client_flag=0,
             )
         except Exception as exc:
-            raise ConnectError(f"cannot connect to mysql at {host}:{port}: {_short(exc)}") from None
+            code = exc.args[0] if getattr(exc, "args", None) and isinstance(exc.args[0], int) else None
+            if code in _MY_USER_LIMIT:
+                raise NotAllowed(f"database {name!r} refused another connection ({_short(exc)}): the tenant's "
+                                 "account is at its connection limit (db_connections_per_tenant)") from None
+            raise ConnectError(f"cannot connect to database {name!r} (mysql at {host}:{port}): "
+                               f"{_short(exc)}") from None
+        if self._raw.client_flag & pymysql.constants.CLIENT.MULTI_STATEMENTS:
+            self._raw.close()
+            raise NotAllowed("the MySQL client negotiated multi-statements; refusing the connection")
         self._mariadb = "mariadb" in (self._raw.get_server_info() or "").lower()
         _track(self, self._raw.close)
+        try:
+            with self._raw.cursor(pymysql.cursors.Cursor) as cur:
+                cur.execute("SHOW GRANTS FOR CURRENT_USER()")
+                grants = [str(r[0]) for r in cur.fetchall()]
+        except Exception as exc:
+            self.close()
+            raise ConnectError(f"cannot check the privileges of database {name!r}: {_short(exc)}") from None
+        why = _mysql_privileged(grants)
+        if why is not None:
+            self.close()
+            raise NotAllowed(f"database {name!r}: account {decl['user']!r} has {why} and could read or write "
+                             f"files on the database host or reach other databases; {LEAST_PRIVILEGE_MY}")
+        self._decl = decl
+        self._thread_id = int(self._raw.thread_id())
+        _report_session({"t": "db_session", "driver": "mysql", "name": name,
+                         "session": self._thread_id, "started": ""})
+
+    def _kill_abandoned(self) -> None:
+        """Our read timed out: the server may still run the statement (``SET STATEMENT
+        max_statement_time=0 FOR ...`` overrides the session limit), so end it there
+        with a second, short-lived connection of the same account before we give up."""
+        decl = self._decl
+        try:
+            killer = pymysql.connect(host=decl["host"], port=decl["port"], user=decl["user"],
+                                     password=decl.get("password") or "", database=decl["database"],
+                                     connect_timeout=1, read_timeout=1, write_timeout=1, client_flag=0)
+        except Exception:
+            return  # the supervisor still stops the session when the worker goes
+        try:
+            with killer.cursor() as cur:
+                cur.execute("KILL QUERY %s", (self._thread_id,))
+        except Exception:
+            pass
+        finally:
+            killer.close()
 
     def _run(self, sql: str, params: Any, rows: bool, budget: float) -> Any:
         raw = self._raw
@@ -728,9 +888,13 @@ class MysqlConnection(_Connection):
         if code in _MY_STATEMENT_TIMEOUT:
             return QueryTimeout(_timeout_message(budget))
         if code in _MY_LOST or isinstance(exc, (TimeoutError, OSError)):
+            timed_out = "timed out" in msg.lower() or isinstance(exc, TimeoutError)
+            if timed_out:
+                self._kill_abandoned()
             self.close()
-            if "timed out" in msg.lower() or isinstance(exc, TimeoutError):
-                return QueryTimeout(_timeout_message(budget) + "; the connection was closed")
+            if timed_out:
+                return QueryTimeout(_timeout_message(budget) + "; the statement was stopped on the server "
+                                    "and the connection closed")
             return ConnectError(msg)
         if code == _MY_DUP_ENTRY:
             return DuplicateKey(msg)
@@ -759,6 +923,7 @@ class _Facade:
     QueryTimeout = QueryTimeout
     IntegrityError = IntegrityError
     DuplicateKey = DuplicateKey
+    DataQuotaExceeded = DataQuotaExceeded
 
     def remaining(self) -> float:
         """Seconds left in this invocation (what the timeouts are derived from)."""
@@ -769,41 +934,45 @@ class _SqliteFacade(_Facade):
     """SQLite databases: files in the tenant's data directory."""
 
     def connect(self, name: str = "legacy.db") -> SqliteConnection:
-        """Open (or create) ``name``, a plain file in the tenant's data directory."""
+        """Open (or create) ``name``: a sqlite database declared under that name, or a
+        plain file in the tenant's data directory."""
+        ctx = _worker_ctx()
+        decl = (ctx.databases if ctx is not None else {}).get(name) if type(name) is str else None
+        if decl is not None:
+            if decl.get("driver") != "sqlite":
+                raise NotAllowed(f"database {name!r} is a {decl.get('driver')} database: use "
+                                 f"{decl.get('driver')}.connect({name!r})")
+            name = decl["database"]
+        _check_connection_cap(ctx)
         return SqliteConnection(name)
 
     def __repr__(self) -> str:
         return "<sqlite facade: connect(name='legacy.db')>"
 
 
+_REFUSED_KEYS = ("host", "port", "user", "password", "dbname", "database")
+
+
 class _PostgresFacade(_Facade):
     """PostgreSQL over TCP, to what the tenant may reach."""
 
-    def connect(self, host: str = "127.0.0.1", port: int = 5432, user: str | None = None,
-                password: str | None = None, dbname: str | None = None,
-                database: str | None = None) -> PostgresConnection:
-        """Connect over TCP (``database`` is an alias of ``dbname``)."""
-        host, port = _check_endpoint(host, port, 5432)
-        return PostgresConnection(host, port, _opt_str("user", user), _opt_str("password", password),
-                                  _opt_str("dbname", dbname if dbname is not None else database))
+    def connect(self, name: str | None = None, **refused: Any) -> PostgresConnection:
+        """Open the declared database ``name`` (omit it when exactly one postgres database is declared)."""
+        return PostgresConnection(_declared("postgres", name, refused))
 
     def __repr__(self) -> str:
-        return "<postgres facade: connect(host, port, user, password, dbname)>"
+        return "<postgres facade: connect(name)>"
 
 
 class _MysqlFacade(_Facade):
     """MySQL/MariaDB over TCP, to what the tenant may reach."""
 
-    def connect(self, host: str = "127.0.0.1", port: int = 3306, user: str | None = None,
-                password: str | None = None, database: str | None = None,
-                dbname: str | None = None) -> MysqlConnection:
-        """Connect over TCP (``dbname`` is an alias of ``database``)."""
-        host, port = _check_endpoint(host, port, 3306)
-        return MysqlConnection(host, port, _opt_str("user", user), _opt_str("password", password),
-                               _opt_str("database", database if database is not None else dbname))
+    def connect(self, name: str | None = None, **refused: Any) -> MysqlConnection:
+        """Open the declared database ``name`` (omit it when exactly one mysql database is declared)."""
+        return MysqlConnection(_declared("mysql", name, refused))
 
     def __repr__(self) -> str:
-        return "<mysql facade: connect(host, port, user, password, database)>"
+        return "<mysql facade: connect(name)>"
 
 
 sqlite = _SqliteFacade()

@@ -10,13 +10,7 @@ def connect_db():
     """The legacy database, connected once per worker and kept in global_."""
     db = global_.get("mysql_db")
     if db is None or db.closed:
-        db = mysql.connect(
-            host=configuration.get("DB_HOST", "127.0.0.1"),
-            port=int(configuration.get("DB_PORT", 3306)),
-            user=configuration.get("DB_USER"),
-            password=configuration.get("DB_PASSWORD"),
-            database=configuration.get("DB_NAME"),
-        )
+        db = mysql.connect("legacy")  # declared in tenant.toml ([[databases]])
         global_["mysql_db"] = db
     return db
 

@@ -42,26 +42,44 @@ def invocation(tmp_path):
     context.set_worker(None)
 
 
+#: Password of the test roles (each test database gets its own least-privileged role).
+ROLE_PASSWORD = secrets.token_urlsafe(16)
+
+
 @pytest.fixture(scope="session")
 def pg_database():
-    """Connect kwargs (host, port, user, dbname) of a fresh PostgreSQL database, dropped afterwards."""
+    """Admin connect kwargs (host, port, user, dbname) of a fresh PostgreSQL database, dropped
+    afterwards.  Its least-privileged role (what scripts connect as) is ``pg_legacy``."""
     psycopg = pytest.importorskip("psycopg")
     try:
         admin = psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=3, **PG)
     except psycopg.OperationalError as exc:
         unavailable(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
     name = f"scriptvisor_test_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE DATABASE {name}")
+    admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{ROLE_PASSWORD}'")
+    admin.execute(f"CREATE DATABASE {name} OWNER {name}")
+    with psycopg.connect(dbname=name, autocommit=True, connect_timeout=3, **PG) as db:
+        # tables the tests create as the admin are the role's to use (no superuser, no file roles)
+        db.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {name}")
+        db.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {name}")
     try:
         yield {**PG, "dbname": name}
     finally:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"DROP ROLE IF EXISTS {name}")
         admin.close()
 
 
 @pytest.fixture(scope="session")
+def pg_legacy(pg_database):
+    """Connect kwargs of ``pg_database``'s own least-privileged role (the database's owner)."""
+    return {**pg_database, "user": pg_database["dbname"], "password": ROLE_PASSWORD}
+
+
+@pytest.fixture(scope="session")
 def my_database():
-    """Connect kwargs (host, port, user, password, database) of a fresh MariaDB database, dropped afterwards."""
+    """Admin connect kwargs (host, port, user, password, database) of a fresh MariaDB database,
+    dropped afterwards.  Its account for scripts (no global privilege) is ``my_legacy``."""
     pymysql = pytest.importorskip("pymysql")
     try:
         admin = pymysql.connect(autocommit=True, connect_timeout=3, **MY)
@@ -70,12 +88,35 @@ def my_database():
     name = f"scriptvisor_test_{secrets.token_hex(4)}"
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE {name}")
+        cur.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{ROLE_PASSWORD}'")
+        cur.execute(f"GRANT ALL ON {name}.* TO '{name}'@'%'")
     try:
         yield {**MY, "database": name}
     finally:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name}")
+            cur.execute(f"DROP USER IF EXISTS '{name}'@'%'")
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def my_legacy(my_database):
+    """Connect kwargs of ``my_database``'s own account (all privileges on that database only)."""
+    return {**my_database, "user": my_database["database"], "password": ROLE_PASSWORD}
+
+
+def declaration(driver: str, params: dict, name: str = "legacy"):
+    """The ``[[databases]]`` declaration (engine.databases.DatabaseDecl) of a test database."""
+    from scriptvisor.engine.databases import DatabaseDecl
+
+    return DatabaseDecl(name=name, driver=driver, host=params["host"], port=params["port"],
+                        database=params.get("dbname") or params.get("database"), user=params["user"],
+                        password_env="UNUSED", password=params["password"])
+
+
+def declare(ctx, *decls) -> None:
+    """Give an in-process worker context these declared databases (what a worker's policy carries)."""
+    ctx.databases = {d.name: d.to_policy() for d in decls}
 
 
 @pytest.fixture(scope="session")
@@ -103,16 +144,17 @@ def make_tenant(engine, tmp_path, request):
     made = []
 
     def make(backend: str, import_users: bool, scripts: dict | None = None):
-        params = None
+        params = role = None
         if backend == "postgres":
-            params = request.getfixturevalue("pg_database")
+            params, role = request.getfixturevalue("pg_database"), request.getfixturevalue("pg_legacy")
         elif backend == "mysql":
-            params = request.getfixturevalue("my_database")
+            params, role = request.getfixturevalue("my_database"), request.getfixturevalue("my_legacy")
         name = f"db{next(_tenant_numbers)}"
         root = tmp_path / name
         conn = make_connection(name, root, backend, params, import_users, scripts)
+        decls = [declaration(backend, role)] if role is not None else []
         engine.configure_tenant(name, limits=TenantLimits(timeout=10.0, allowed_ports=(5432, 3306)),
-                                data_dir=str(root / "data"))
+                                data_dir=str(root / "data"), databases=decls)
         conn.legacy_params = params  # for direct checks on the legacy database
         conn.data_dir = root / "data"
         conn.backend = backend

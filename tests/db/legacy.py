@@ -98,12 +98,6 @@ def configuration(backend: str, params: dict | None) -> dict:
     conf = {"BCRYPT_ROUNDS": ROUNDS}
     if backend == "sqlite":
         conf["DB_FILE"] = "legacy.db"
-    elif backend == "postgres":
-        conf.update(DB_HOST=params["host"], DB_PORT=params["port"], DB_USER=params["user"],
-                    DB_NAME=params["dbname"])
-    else:
-        conf.update(DB_HOST=params["host"], DB_PORT=params["port"], DB_USER=params["user"],
-                    DB_PASSWORD=params["password"], DB_NAME=params["database"])
     return conf
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from scriptvisor.engine.config import TenantLimits
 
+from .conftest import declaration
+
 SLOW_PG = """
 import postgres
 
 def slow(callback):
-    db = postgres.connect(host=configuration["DB_HOST"], port=configuration["DB_PORT"],
-                          user=configuration["DB_USER"], dbname=configuration["DB_NAME"])
+    db = postgres.connect("legacy")
     db.query("SELECT pg_sleep(30)")
     callback(None, "finished?")
 """
@@ -18,9 +19,7 @@ SLOW_MY = """
 import mysql
 
 def slow(callback):
-    db = mysql.connect(host=configuration["DB_HOST"], port=configuration["DB_PORT"],
-                       user=configuration["DB_USER"], password=configuration["DB_PASSWORD"],
-                       database=configuration["DB_NAME"])
+    db = mysql.connect("legacy")
     db.query("SELECT SLEEP(30)")
     callback(None, "finished?")
 """
@@ -29,8 +28,7 @@ CAUGHT = """
 import postgres
 
 def slow(callback):
-    db = postgres.connect(host=configuration["DB_HOST"], port=configuration["DB_PORT"],
-                          user=configuration["DB_USER"], dbname=configuration["DB_NAME"])
+    db = postgres.connect("legacy")
     try:
         db.query("SELECT pg_sleep(30)")
     except postgres.QueryTimeout as error:
@@ -94,19 +92,21 @@ EGRESS = """
 import postgres
 
 def egress(callback):
-    postgres.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    postgres.connect("legacy")
     callback(None, "connected")
 """
 
 
 def test_cant_connect_to_a_port_outside_the_tenant_limits(engine, make_tenant):
     tenant = make_tenant("sqlite", False)
+    decl = declaration("postgres", {"host": "127.0.0.1", "port": 5432, "user": "u", "password": "p",
+                                    "dbname": "postgres"})
     engine.configure_tenant(tenant.tenant, limits=TenantLimits(timeout=10.0, allowed_ports=()),
-                            data_dir=str(tenant.data_dir))
+                            data_dir=str(tenant.data_dir), databases=[decl], egress=[])
     res = engine.invoke(tenant.tenant, path="egress.py", source=EGRESS, args=[])
     assert res.ok is False
-    assert res.error["name"] == "NotAllowed"
-    assert "port 5432 is not allowed" in res.error["message"]
+    assert res.error["name"] == "ConnectError"  # Landlock refused the TCP connect below the facade
+    assert "5432" in res.error["message"]
 
 
 RAW = """
