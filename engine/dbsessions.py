@@ -209,6 +209,11 @@ def stop_session(req: dict[str, Any]) -> tuple[bool, str | None]:
 
 
 def main() -> int:
+    # Import both drivers now: the helper starts at a worker's first session,
+    # long before a kill needs it, so no stop waits for an import.
+    import psycopg  # noqa: F401
+    import pymysql  # noqa: F401
+
     out = sys.stdout.buffer
     for raw in sys.stdin.buffer:
         try:
