@@ -41,7 +41,7 @@ def attempts(seen, tag):
             elif what == 'sqlite_query':
                 global_['conn'].query('SELECT 1 AS one')
             elif what == 'postgres':
-                postgres.connect(host='127.0.0.1', port=5432, user='postgres', dbname='postgres').close()
+                postgres.connect('legacy').close()
             else:
                 log.info('hello')
             seen.append([tag, what, 'ok'])
@@ -66,10 +66,28 @@ def script(callback):
 
 
 @pytest.fixture
-def runner(tmp_path):
+def pg_role():
+    """A declared least-privileged PostgreSQL role (the facades refuse superusers), dropped afterwards."""
+    import secrets
+
+    psycopg = pytest.importorskip("psycopg")
+    name = f"sv_outside_{secrets.token_hex(4)}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'x'")
+    try:
+        yield {"name": "legacy", "driver": "postgres", "host": "127.0.0.1", "port": 5432,
+               "database": "postgres", "user": name, "password": "x", "secret_error": None}
+    finally:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+@pytest.fixture
+def runner(tmp_path, pg_role):
     data = tmp_path / "data"
     data.mkdir()
-    ctx = WorkerContext(tenant="acme", data_dir=str(data), allowed_ports=(5432,))
+    ctx = WorkerContext(tenant="acme", data_dir=str(data), allowed_ports=(5432,),
+                        databases={"legacy": pg_role})
     context.set_worker(ctx)
     yield Runner(ctx)
     ctx.run_cleanups()
