@@ -488,13 +488,6 @@ def facades() -> None:
     click.echo(generate(), nl=False)
 
 
-#: the command that creates each template's legacy database (its tenant.toml's DB_* defaults)
-_LEGACY_DB_SETUP = {
-    "postgres": "createdb -h 127.0.0.1 -U postgres legacy && psql -h 127.0.0.1 -U postgres legacy -f {schema}",
-    "mysql": 'mysql -h 127.0.0.1 -u root -e "CREATE DATABASE legacy" && mysql -h 127.0.0.1 -u root legacy < {schema}',
-}
-
-
 @main.command("init")
 @click.argument("tenant_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--template", required=True, type=click.Choice(["sqlite", "postgres", "mysql", "webservice"]),
@@ -512,15 +505,10 @@ def init(tenant_dir: Path, template: str, import_users: bool, secrets_dir: Path 
     except InitError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"created tenant folder {root} ({template}, import_users = {str(import_users).lower()})")
-    if template in ("postgres", "mysql"):
-        click.echo(f"next: scriptvisor db setup --tenant-dir {root}   (creates the {template} database and role)")
     if template == "webservice":
         click.echo(f"start the reference legacy API: {_self_command()} legacy-api --tenant-dir {root}")
-    elif template in _LEGACY_DB_SETUP:  # the scripts' database must exist first (its README's "Setup")
-        click.echo("create the legacy database once: " + _LEGACY_DB_SETUP[template].format(schema=root / "schema.sql"))
-    if template in _LEGACY_DB_SETUP:  # its schema has no users yet: sign one up first
-        signup = json.dumps({"email": "alice@example.com", "password": "wonderland"})
-        click.echo(f"add a user: {_self_command()} connection signup --tenant-dir {root} '{signup}'")
+    elif template in ("postgres", "mysql"):  # the declared database, its role and example users
+        click.echo(f"create the legacy database once: {_self_command()} db setup --tenant-dir {root}")
     click.echo(f"try: {_self_command()} connection login --tenant-dir {root} alice@example.com wonderland")
 
 
