@@ -537,9 +537,10 @@ def test_cant_keep_a_mariadb_statement_running_after_the_invocation(shared, engi
             assert rows[0][0] == 0
             return
         else:
-            res = run_script(engine, root, SCRIPT_MY.format(lock=lock), timeout=2.0)
-            assert res.ok, res.error
-            assert "stopped on the server" in res.result
+            res = run_script(engine, root, SCRIPT_MY.format(lock=lock), timeout=3.0)
+            # the facade's KILL QUERY (normally); on a loaded host the deadline may come first,
+            # and then engine.dbsessions ends the session: either way the lock check below holds
+            assert (res.ok and "stopped on the server" in res.result) or res.error["code"] == "timeout", res
         assert _lock_is_free_again(lock, holder)
     finally:
         holder.close()
