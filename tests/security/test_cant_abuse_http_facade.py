@@ -399,3 +399,51 @@ def test_cant_keep_an_endpoint_the_operator_removed(api, tmp_path):
         second = call()
         assert second.ok and second.result == "NotAllowed", second.error
         assert second.worker["pid"] != first.worker["pid"]  # a fresh worker with the new policy
+
+# --------------------------------------------------------------------------- the OS layer agrees
+
+RAW_CONNECT = """
+import errno, socket
+result = {}
+for port in PORTS:
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect(("127.0.0.1", port))
+        result[str(port)] = "connected"
+    except OSError as e:
+        result[str(port)] = errno.errorcode.get(e.errno, str(e))
+    finally:
+        s.close()
+"""
+
+
+def test_cant_connect_past_the_declared_http_endpoint_with_full_code_execution(api, tmp_path):
+    """Layer: nftables egress on the tenant's uid (engine.egress), fed by ``Tenant.egress``.
+
+    The tenant declares the API as ``[[http]]`` and lets Landlock allow a second
+    API's port too; a hostile worker (plain Python, the language layer assumed
+    broken) connects to the declared one, and its raw connect to the second,
+    which is listening, is reset.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("per-tenant uids and nftables need a root supervisor")
+    other = start_legacy_server()
+    try:
+        root = tmp_path / "webraw"
+        (root / "scripts").mkdir(parents=True)
+        (root / "tenant.toml").write_text(f'allowed_ports = [{other.port}]\n\n[[http]]\nname = "legacy_api"\n'
+                                          f'base_url = "{api.base_url}"\n')
+        tenant = load_tenant(root)
+        assert tenant.egress == (("127.0.0.1", api.port),)
+        assert set(tenant.limits.allowed_ports) == {api.port, other.port}
+        cfg = EngineConfig(debug_exec=True, spares_per_tenant=0, state_dir=str(tmp_path / "state"))
+        with Engine(cfg) as engine:
+            engine.configure_tenant(tenant.name, **tenant.engine_settings())
+            egress = engine.supervisor.egress
+            assert egress is not None and egress.active, getattr(egress, "reason", "no egress layer")
+            res = engine.debug_exec(tenant.name, RAW_CONNECT.replace("PORTS", repr((api.port, other.port))))
+        assert res.ok, res.error
+        assert res.result == {str(api.port): "connected", str(other.port): "ECONNREFUSED"}
+    finally:
+        other.stop()
