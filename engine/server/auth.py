@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .tenants import TENANT_NAME, TOKEN_HASH, TenantConfigError
 
@@ -137,16 +137,7 @@ def create_token(tenants_dir: str | os.PathLike[str], tenant: str, *, name: str 
     re-parsed before it replaces the old one, so a failure leaves it untouched.
     A running server picks the new hash up on the tenant's next request.
     """
-    if not TENANT_NAME.match(tenant):
-        raise TenantConfigError(Path(tenants_dir) / tenant, None, "not a valid tenant name")
-    file = Path(tenants_dir) / tenant / "tenant.toml"
-    try:
-        text = file.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except FileNotFoundError:
-        raise TenantConfigError(file, None, "missing: is this a tenant folder?") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TenantConfigError(file, None, f"invalid TOML: {exc}") from None
+    file, text, data = _read_tenant_toml(tenants_dir, tenant)
     existing = data.get("tokens")
     if existing is not None and (not isinstance(existing, list) or any(not isinstance(x, dict) for x in existing)):
         raise TenantConfigError(
@@ -163,6 +154,21 @@ def create_token(tenants_dir: str | os.PathLike[str], tenant: str, *, name: str 
     tomllib.loads(new_text)  # never write a file we cannot read back
     _write_atomic(file, new_text)
     return token
+
+
+def _read_tenant_toml(tenants_dir: str | os.PathLike[str], tenant: str) -> tuple[Path, str, dict[str, Any]]:
+    """``(path, text, parsed)`` of a tenant's tenant.toml; ``TenantConfigError`` saying what is wrong."""
+    if not TENANT_NAME.match(tenant):
+        raise TenantConfigError(Path(tenants_dir) / tenant, None, "not a valid tenant name")
+    file = Path(tenants_dir) / tenant / "tenant.toml"
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except FileNotFoundError:
+        raise TenantConfigError(file, None, "missing: is this a tenant folder?") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TenantConfigError(file, None, f"invalid TOML: {exc}") from None
+    return file, text, data
 
 
 def _write_atomic(file: Path, new_text: str) -> None:
@@ -188,16 +194,7 @@ MIN_ID_CHARS = 8
 
 
 def _read_tokens(tenants_dir: str | os.PathLike[str], tenant: str) -> tuple[Path, str, list[dict[str, str]]]:
-    if not TENANT_NAME.match(tenant):
-        raise TenantConfigError(Path(tenants_dir) / tenant, None, "not a valid tenant name")
-    file = Path(tenants_dir) / tenant / "tenant.toml"
-    try:
-        text = file.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except FileNotFoundError:
-        raise TenantConfigError(file, None, "missing: is this a tenant folder?") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TenantConfigError(file, None, f"invalid TOML: {exc}") from None
+    file, text, data = _read_tenant_toml(tenants_dir, tenant)
     raw = data.get("tokens", [])
     if not isinstance(raw, list):
         raise TenantConfigError(file, "tokens", "must be an array of [[tokens]] tables")
