@@ -780,6 +780,17 @@ _MY_PARSE = 1064                      # syntax error: a second statement lands h
 _MY_GLOBAL = re.compile(r"^GRANT (.+?) ON \*\.\* TO ", re.IGNORECASE)
 
 
+#: SQL a script may not send to MySQL/MariaDB: raising the facade's statement
+#: limit (``SET STATEMENT max_statement_time=0 FOR ...``, ``@@max_statement_time``,
+#: MySQL's ``MAX_EXECUTION_TIME`` hint) or dynamic SQL that could carry such a
+#: text past this check (PREPARE / EXECUTE [IMMEDIATE]).  Checked on the SQL
+#: template, before PyMySQL quotes the parameters into it.  Without this a
+#: statement outlives the invocation whenever the KILL QUERY below cannot get a
+#: connection (the account at its MAX_USER_CONNECTIONS, filled by the tenant).
+_MY_REFUSED_SQL = re.compile(r"max_statement_time|max_execution_time|\b(?:prepare|execute|deallocate)\b",
+                             re.IGNORECASE)
+
+
 def _mysql_privileged(grants: list[str]) -> str | None:
     """Why an account is privileged (None: least-privileged)."""
     for line in grants:
@@ -843,7 +854,7 @@ class MysqlConnection(_Connection):
         _report_session({"t": "db_session", "driver": "mysql", "name": name,
                          "session": self._thread_id, "started": ""})
 
-    def _kill_abandoned(self) -> None:
+    def _kill_abandoned(self) -> bool:
         """Our read timed out: the server may still run the statement (``SET STATEMENT
         max_statement_time=0 FOR ...`` overrides the session limit), so end it there
         with a second, short-lived connection of the same account before we give up."""
@@ -853,16 +864,22 @@ class MysqlConnection(_Connection):
                                      password=decl.get("password") or "", database=decl["database"],
                                      connect_timeout=1, read_timeout=1, write_timeout=1, client_flag=0)
         except Exception:
-            return  # the supervisor still stops the session when the worker goes
+            return False  # the supervisor still stops the session when the worker goes
         try:
             with killer.cursor() as cur:
                 cur.execute("KILL QUERY %s", (self._thread_id,))
+            return True
         except Exception:
-            pass
+            return False
         finally:
             killer.close()
 
     def _run(self, sql: str, params: Any, rows: bool, budget: float) -> Any:
+        found = _MY_REFUSED_SQL.search(sql)
+        if found:
+            raise NotAllowed(f"{found.group(0)!r} is not available to scripts: the statement time limit is the "
+                             "facade's (the invocation's remaining time), and dynamic SQL (PREPARE/EXECUTE) "
+                             "is refused so nothing can raise it")
         raw = self._raw
         # Client side: the socket read timeout is the backstop (PyMySQL applies
         # it before every read). Server side: the statement limit, so the
@@ -889,12 +906,12 @@ class MysqlConnection(_Connection):
             return QueryTimeout(_timeout_message(budget))
         if code in _MY_LOST or isinstance(exc, (TimeoutError, OSError)):
             timed_out = "timed out" in msg.lower() or isinstance(exc, TimeoutError)
-            if timed_out:
-                self._kill_abandoned()
+            killed = self._kill_abandoned() if timed_out else False
             self.close()
             if timed_out:
-                return QueryTimeout(_timeout_message(budget) + "; the statement was stopped on the server "
-                                    "and the connection closed")
+                return QueryTimeout(_timeout_message(budget) + ("; the statement was stopped on the server "
+                                    "and the connection closed" if killed else
+                                    "; the connection was closed (stopping the statement on the server failed)"))
             return ConnectError(msg)
         if code == _MY_DUP_ENTRY:
             return DuplicateKey(msg)

@@ -486,18 +486,6 @@ conn = mysql.connect("legacy")
 conn._raw.query("SET STATEMENT max_statement_time=0 FOR SELECT SLEEP(60) /* {lock} */")
 """
 
-SCRIPT_MY = """
-import mysql
-
-def attack(callback):
-    db = mysql.connect("legacy")
-    try:
-        db.query("SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK('{lock}', 60) AS got")
-    except mysql.QueryTimeout as error:
-        callback(None, str(error))
-"""
-
-
 def _lock_is_free_again(lock: str, holder) -> bool:
     """Release ``lock`` and take it from a fresh session, waiting up to 5 s on the server: a
     statement still queued for it would get it first and hold it for its remaining minute."""
@@ -537,10 +525,60 @@ def test_cant_keep_a_mariadb_statement_running_after_the_invocation(shared, engi
             assert rows[0][0] == 0
             return
         else:
-            res = run_script(engine, root, SCRIPT_MY.format(lock=lock), timeout=3.0)
-            # the facade's KILL QUERY (normally); on a loaded host the deadline may come first,
-            # and then engine.dbsessions ends the session: either way the lock check below holds
-            assert (res.ok and "stopped on the server" in res.result) or res.error["code"] == "timeout", res
+            res = run_script(engine, root, SCRIPT_MY_CAUGHT.format(lock=lock), timeout=3.0)
+            # the override never reaches the server: the facade refuses it
+            assert res.ok and res.result.startswith("NotAllowed"), res
+        assert _lock_is_free_again(lock, holder)
+    finally:
+        holder.close()
+
+
+SCRIPT_MY_CAUGHT = """
+import mysql
+
+def attack(callback):
+    db = mysql.connect("legacy")
+    try:
+        db.query("SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK('{lock}', 60) AS got")
+    except mysql.DatabaseError as error:
+        callback(None, repr(error))
+"""
+
+SCRIPT_MY_AT_LIMIT = """
+import mysql
+
+def attack(sql, callback):
+    # take every slot of the account (db_connections_per_tenant = 2), so a second
+    # connection that could KILL QUERY the statement is refused by the server
+    conns = [mysql.connect("legacy"), mysql.connect("legacy")]
+    try:
+        conns[0].query(sql)
+    except mysql.DatabaseError as error:
+        callback(None, repr(error))
+"""
+
+MY_OVERRIDES = [
+    "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK('{lock}', 60) AS got",
+    "SET STATEMENT `MAX_STATEMENT_TIME`=0 FOR SELECT GET_LOCK('{lock}', 60) AS got",
+    "PREPARE s FROM 'SELECT GET_LOCK(''{lock}'', 60)'",
+    "EXECUTE IMMEDIATE 'SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(''{lock}'', 60)'",
+]
+
+
+@pytest.mark.parametrize("sql", MY_OVERRIDES, ids=["set_statement", "quoted_name", "prepare", "execute_immediate"])
+def test_cant_keep_a_mariadb_statement_running_when_the_account_is_at_its_connection_limit(make, engine, sql):
+    """Layer: the mysql facade refuses SQL that raises its statement limit (or dynamic SQL that
+    could): the KILL QUERY it sends after a read timeout needs a connection of the same account,
+    which the server refuses while the tenant holds all its slots, and the worker lives on."""
+    root = make("mysql", limits="db_connections_per_tenant = 2")
+    tenant = configure(engine, root)
+    lock = f"sv_{secrets.token_hex(6)}"
+    holder = my_admin()
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, 1)", (lock,))
+        res = run_script(engine, root, SCRIPT_MY_AT_LIMIT, args=[sql.format(lock=lock)], timeout=3.0)
+        assert res.ok and res.result.startswith("NotAllowed"), res
         assert _lock_is_free_again(lock, holder)
     finally:
         holder.close()
