@@ -20,9 +20,9 @@ where nftables is not usable: ports only, no hosts.
 Sharing the host with other engine instances: a rule keyed on a uid would
 also hit another instance's tenant running under the same uid, so uids are
 unique host-wide (``engine.uids`` claims each one in ``/run/scriptvisor/uids``),
-an instance never installs rules for a uid another scriptvisor table already
-names, deletes its table at exit, and removes tables of dead instances (their
-pid is gone) at start.
+two instances on the same uid map (same state dir, so the same tenant) both
+police its uid (a packet must pass both tables), each deletes its table at
+exit, and removes tables of dead instances (their pid is gone) at start.
 
 ``probe()`` backs ``scriptvisor doctor``: the layer's state and, when it is
 inactive, why.
@@ -207,12 +207,15 @@ class Egress:
         if self._rules.get(uid) == want:
             return True
         if uid not in self._rules:
+            # Another live instance sharing our uid map (same state dir: the same
+            # tenant) polices this uid too.  We still install ours: its table goes
+            # when that instance exits, and skipping ours left the uid with no
+            # rules at all from then on.  Both tables apply to each packet, so the
+            # uid reaches what both declare (fail closed when they differ).
             other = self._uid_taken_elsewhere(uid)
             if other is not None:
-                log.warning("egress: uid %d already has rules in table %s (another engine instance); "
-                            "not enforcing it here", uid, other)
-                self._refused.add(uid)
-                return False
+                log.info("egress: uid %d also has rules in table %s (another engine instance on the "
+                         "same uid map); installing this instance's too", uid, other)
         v4: list[str] = []
         v6: list[str] = []
         dns = False

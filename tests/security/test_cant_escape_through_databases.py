@@ -747,6 +747,57 @@ def test_cant_connect_to_an_undeclared_host_port_with_full_code_execution(make, 
     assert res.result == {"3306": "connected", "5432": "ECONNREFUSED", "6379": "EACCES"}
 
 
+FIRST_ENGINE = """
+import sys
+from scriptvisor.engine import Engine, EngineConfig
+from scriptvisor.engine.server.tenants import load_tenant
+code, state_dir, root = sys.stdin.readline(), sys.argv[1], sys.argv[2]
+with Engine(EngineConfig(debug_exec=True, spares_per_tenant=0, max_workers=2, state_dir=state_dir)) as eng:
+    t = load_tenant(root)
+    eng.configure_tenant(t.name, limits=t.limits, data_dir=str(t.data_dir), databases=t.databases, egress=t.egress)
+    print(repr(eng.debug_exec(t.name, code.encode().decode("unicode_escape")).result), flush=True)
+    sys.stdin.readline()
+print("stopped", flush=True)
+"""
+
+
+def test_cant_escape_egress_after_another_engine_on_the_same_uid_map_stops(make, tmp_path):
+    """Layer: nftables egress rules on the tenant's uid (engine.egress). Two engine instances on
+    one state dir (a restart overlapping the old server, a CLI run beside the server) give the
+    tenant the same uid; the second used to leave that uid to the first instance's table, so once
+    the first stopped (its table deleted) the second's workers reached every host:port Landlock
+    allows."""
+    if os.geteuid() != 0:
+        pytest.skip("per-tenant uids and nftables need a root supervisor")
+    root = make("mysql")
+    toml = root / "tenant.toml"
+    toml.write_text("allowed_ports = [5432]\n" + toml.read_text())
+    state_dir = str(tmp_path / "state")
+    first = subprocess.Popen([sys.executable, "-c", FIRST_ENGINE, state_dir, str(root)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        first.stdin.write(CONNECT.encode("unicode_escape").decode() + "\n")
+        first.stdin.flush()
+        assert first.stdout.readline().strip() == repr({"3306": "connected", "5432": "ECONNREFUSED",
+                                                        "6379": "EACCES"})
+        cfg = EngineConfig(debug_exec=True, spares_per_tenant=0, max_workers=2, state_dir=state_dir)
+        with Engine(cfg) as second:
+            tenant = configure(second, root)
+            # a worker of the second instance while the first still polices the uid
+            assert second.debug_exec(tenant.name, CONNECT).result["5432"] == "ECONNREFUSED"
+            first.stdin.write("\n")
+            first.stdin.flush()
+            assert first.stdout.readline().strip() == "stopped"
+            assert first.wait(timeout=30) == 0
+            res = second.debug_exec(tenant.name, CONNECT)
+            assert res.ok, res.error
+            assert res.result == {"3306": "connected", "5432": "ECONNREFUSED", "6379": "EACCES"}
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
 def test_doctor_reports_the_egress_layer():
     res = sv("doctor", "--json")
     rows = {r["name"]: r for r in json.loads(res.stdout)["layers"]}
