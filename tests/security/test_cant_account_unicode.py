@@ -15,7 +15,7 @@ import unicodedata
 
 import pytest
 
-from tests.db.conftest import engine, make_tenant, pg_database  # noqa: F401  (fixtures: engine, tenants, PostgreSQL)
+from tests.db.conftest import engine, make_tenant, pg_database, pg_legacy  # noqa: F401  (fixtures: engine, tenants, PostgreSQL and its role)
 from tests.db.legacy import _hash
 from tests.security.test_cant_account_integrity import add_legacy_user, op, sql
 
