@@ -28,12 +28,11 @@ import hashlib
 import hmac
 import os
 import secrets
-import shutil
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .files import write_atomic
 from .tenants import TENANT_NAME, TOKEN_HASH, TenantConfigError
 
 __all__ = [
@@ -152,7 +151,7 @@ def create_token(tenants_dir: str | os.PathLike[str], tenant: str, *, name: str 
         text += "\n"
     new_text = text + entry
     tomllib.loads(new_text)  # never write a file we cannot read back
-    _write_atomic(file, new_text)
+    write_atomic(file, new_text, mode=None)
     return token
 
 
@@ -169,24 +168,6 @@ def _read_tenant_toml(tenants_dir: str | os.PathLike[str], tenant: str) -> tuple
     except tomllib.TOMLDecodeError as exc:
         raise TenantConfigError(file, None, f"invalid TOML: {exc}") from None
     return file, text, data
-
-
-def _write_atomic(file: Path, new_text: str) -> None:
-    """Replace ``file`` (temp file + fsync + rename, mode kept): never half written."""
-    fd, tmp = tempfile.mkstemp(prefix=".tenant.", suffix=".toml", dir=file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(new_text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        shutil.copymode(file, tmp)
-        os.replace(tmp, file)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 #: Shortest token id prefix ``token revoke`` accepts.
@@ -274,7 +255,7 @@ def revoke_token(tenants_dir: str | os.PathLike[str], tenant: str, token_id: str
     if after.get("tokens", []) != expected or {k: v for k, v in after.items() if k != "tokens"} != {
             k: v for k, v in before.items() if k != "tokens"}:
         raise TenantConfigError(file, "tokens", "could not cut the token's table out cleanly; edit the file by hand")
-    _write_atomic(file, new_text)
+    write_atomic(file, new_text, mode=None)
     return {"id": victim["id"], "name": victim["name"], "created": victim["created"]}
 
 

@@ -25,12 +25,11 @@ on several nodes") for what an operator does about it.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from .files import write_atomic
 from .tenants import SCRIPT_NAME, Tenant
 
 __all__ = ["ScriptStore", "VersionNotFound", "digest"]
@@ -42,29 +41,6 @@ class VersionNotFound(Exception):
 
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _write_atomic(target: Path, text: str, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    # the rename itself is durable once the directory is synced
-    dfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class ScriptStore:
@@ -138,10 +114,10 @@ class ScriptStore:
                 folder.mkdir(parents=True, exist_ok=True)
                 numbers = self._numbers(script)
                 kept = (numbers[-1] + 1) if numbers else 1
-                _write_atomic(folder / f"{kept}.py", old, 0o600)
+                write_atomic(folder / f"{kept}.py", old, 0o600)
                 self._prune(script)
         if old != source:
-            _write_atomic(target, source, mode)
+            write_atomic(target, source, mode)
         return kept
 
     def _prune(self, script: str) -> None:
