@@ -342,10 +342,6 @@ def check_pbkdf2_cost(iterations: int, blocks: int) -> None:
 
 def scrypt_derive(password: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
     """hashlib.scrypt with a memory ceiling that fits the parameters (checked by the caller)."""
-    return _scrypt_derive(password, salt, n, r, p, length)
-
-
-def _scrypt_derive(password: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
     return _hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=length,
                            maxmem=128 * n * r * 2 + 1024 * 1024)
 
@@ -364,7 +360,7 @@ def _django_scrypt_check(password: bytes, stored: str, caps: dict[str, int]) -> 
         raise
     except ValueError:
         return False
-    computed = _scrypt_derive(password, salt.encode("ascii"), n, r, p, len(digest))
+    computed = scrypt_derive(password, salt.encode("ascii"), n, r, p, len(digest))
     return _hmac.compare_digest(computed, digest)
 
 
@@ -726,8 +722,7 @@ def _warm() -> None:
         cheap = {"bcrypt": 4, "django_bcrypt_sha256": 4, "phpass": 7, "sha256_crypt": 1000,
                  "sha512_crypt": 1000, "ldap_sha256_crypt": 1000, "ldap_sha512_crypt": 1000,
                  "pbkdf2_sha1": 1000, "pbkdf2_sha256": 1000, "pbkdf2_sha512": 1000,
-                 "django_pbkdf2_sha256": 1000, "django_pbkdf2_sha1": 1000, "scrypt": 4,
-                 "argon2id": 1, "argon2i": 1, "argon2d": 1}.get(scheme.name)
+                 "django_pbkdf2_sha256": 1000, "django_pbkdf2_sha1": 1000, "scrypt": 4}.get(scheme.name)
         if scheme.name.startswith("argon2"):
             continue  # argon2 is plain CFFI, nothing lazy; 64 MiB is not worth it here
         made = scheme.hash(b"warm", cheap, DEFAULT_CAPS)
