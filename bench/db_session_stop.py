@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = ap.parse_args(argv)
     from scriptvisor.engine import Engine, EngineConfig
     from scriptvisor.engine.dbsetup import DEFAULT_ADMIN
-    from scriptvisor.engine.server.tenants import load_tenant
+    from scriptvisor.engine.tenants import load_tenant
 
     work = Path(tempfile.mkdtemp(prefix="sv-dbstop-"))
     sv = [sys.executable, "-m", "scriptvisor.engine.cli"]

@@ -250,7 +250,7 @@ def _self_command() -> str:
 
 def _tenant_script(tenant_dir: Path, script: Path) -> tuple[Path, str, dict[str, Any], dict[str, Any]]:
     """(script path, tenant name, configuration, engine settings) for ``run --tenant-dir``."""
-    from .server.tenants import SCRIPT_NAME, TenantConfigError, load_tenant
+    from .tenants import SCRIPT_NAME, TenantConfigError, load_tenant
 
     try:
         t = load_tenant(tenant_dir)
@@ -378,7 +378,7 @@ def serve(tenants_dir: Path | None, host: str, port: int, log_file: str | None, 
     from .server.edge import EdgeLimits
     from .server.run import serve as run_server
     from .server.statedir import StateDirBusy
-    from .server.tenants import TenantConfigError
+    from .tenants import TenantConfigError
 
     edge = EdgeLimits(header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections)
     try:
@@ -410,7 +410,7 @@ _TENANTS_OPTION = click.option(
 def token_create(tenant: str, tenants_dir: Path, name: str | None) -> None:
     """Print a new token for TENANT once; its hash is added to tenant.toml."""
     from .server.auth import create_token
-    from .server.tenants import TenantConfigError
+    from .tenants import TenantConfigError
 
     try:
         click.echo(create_token(tenants_dir, tenant, name=name))
@@ -425,7 +425,7 @@ def token_create(tenant: str, tenants_dir: Path, name: str | None) -> None:
 def token_list(tenant: str, tenants_dir: Path, as_json: bool) -> None:
     """List TENANT's tokens: id (for revoke), label and creation time; never the token."""
     from .server.auth import list_tokens
-    from .server.tenants import TenantConfigError
+    from .tenants import TenantConfigError
 
     try:
         rows = list_tokens(tenants_dir, tenant)
@@ -452,7 +452,7 @@ def token_revoke(tenant: str, token_id: str, tenants_dir: Path) -> None:
     A running server refuses it from the next request on.
     """
     from .server.auth import revoke_token
-    from .server.tenants import TenantConfigError
+    from .tenants import TenantConfigError
 
     try:
         row = revoke_token(tenants_dir, tenant, token_id)
@@ -528,7 +528,7 @@ def legacy_api(tenant_dir: Path | None, host: str, port: int | None, api_key: st
     the API is documented in templates/webservice/README.md.
     """
     from .legacy_api import DEFAULT_PORT, serve as serve_api
-    from .server.tenants import TenantConfigError, load_tenant
+    from .tenants import TenantConfigError, load_tenant
 
     if tenant_dir is not None:
         try:
@@ -578,7 +578,7 @@ def db_setup(tenant_dir: Path, admin_dsn: str | None) -> None:
 def connection(operation: str, args: tuple[str, ...], tenant_dir: Path, as_json: bool) -> None:
     """Run one custom database OPERATION (login, signup, get_user, ...) with ARGS."""
     from .connections import parse_cli_args, run_operation
-    from .server.tenants import TenantConfigError
+    from .tenants import TenantConfigError
 
     try:
         result = run_operation(tenant_dir, operation, parse_cli_args(operation, args))

@@ -719,7 +719,7 @@ async def run_operation_on_async(engine: Any, conn: Connection, operation: str,
 
 def connection_of(tenant: Any, *, tenant_name: str | None = None, store: UserStore | None = None,
                   dsn: str | None = None) -> Connection:
-    """The Connection of an already loaded ``engine.server.tenants.Tenant``."""
+    """The Connection of an already loaded ``engine.tenants.Tenant``."""
     from scriptvisor.engine.userstore import open_store
 
     name = tenant_name or tenant.name
@@ -733,8 +733,8 @@ def connection_of(tenant: Any, *, tenant_name: str | None = None, store: UserSto
 
 def connection_for(tenant_dir: str | os.PathLike[str], *, tenant_name: str | None = None,
                    store: UserStore | None = None, dsn: str | None = None) -> tuple[Connection, Any]:
-    """(Connection, engine.server.tenants.Tenant) for a tenant folder (tenant.toml validated)."""
-    from scriptvisor.engine.server.tenants import load_tenant
+    """(Connection, engine.tenants.Tenant) for a tenant folder (tenant.toml validated)."""
+    from scriptvisor.engine.tenants import load_tenant
 
     tenant = load_tenant(Path(tenant_dir))
     return connection_of(tenant, tenant_name=tenant_name, store=store, dsn=dsn), tenant
@@ -795,7 +795,7 @@ def run_operation(tenant_dir: str | os.PathLike[str], operation: str, args: list
                   engine_config: Any = None, store: UserStore | None = None) -> dict[str, Any]:
     """One operation on a fresh blocking engine (what ``scriptvisor connection`` runs).
 
-    Raises ``engine.server.tenants.TenantConfigError`` for a broken tenant
+    Raises ``engine.tenants.TenantConfigError`` for a broken tenant
     folder and ``BadRequest`` for an unknown operation or wrong arguments
     (both are usage errors: exit status 2).
     """

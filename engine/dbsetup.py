@@ -170,7 +170,7 @@ def setup_database(decl: DatabaseDecl, admin_dsn: str | None, schema: str, *, co
 def setup_tenant(tenant_dir: str | os.PathLike[str], admin_dsn: str | None = None, *,
                  rounds: int = DEFAULT_ROUNDS, echo: Callable[[str], None] = lambda s: None) -> list[Done]:
     """Set up every postgres/mysql database a tenant folder declares."""
-    from scriptvisor.engine.server.tenants import TenantConfigError, load_tenant
+    from scriptvisor.engine.tenants import TenantConfigError, load_tenant
 
     root = Path(tenant_dir)
     try:

@@ -69,7 +69,7 @@ def egress(tenants_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """
     from pathlib import Path
 
-    from scriptvisor.engine.server.tenants import TenantConfigError, load_tenant
+    from scriptvisor.engine.tenants import TenantConfigError, load_tenant
 
     rows: list[dict[str, Any]] = []
     for entry in sorted(Path(tenants_dir).iterdir()):

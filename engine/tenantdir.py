@@ -12,9 +12,10 @@ its tenant.toml declares the API as an ``[[http]]`` endpoint and gets a fresh
 random ``API_KEY``; ``scriptvisor legacy-api --tenant-dir TENANT_DIR`` serves
 the reference API (``engine.legacy_api``) with that key on the declared port.
 
-The layout is the one ``engine.server.tenants`` serves.  The example legacy
-database holds ``alice@example.com`` / ``wonderland`` (and ``bob@example.com``
-/ ``builder``) so that ``scriptvisor connection login`` works right away.
+The layout is the one ``engine.tenants`` loads (and ``scriptvisor serve``
+serves).  The example legacy database holds ``alice@example.com`` /
+``wonderland`` (and ``bob@example.com`` / ``builder``) so that
+``scriptvisor connection login`` works right away.
 """
 
 from __future__ import annotations

@@ -320,7 +320,7 @@ class WorkerLimits:
 class HttpEndpoint:
     """One ``[[http]]`` declaration of the tenant, as the worker's http facade receives it.
 
-    Built by the engine when it loads tenant.toml (``engine.server.tenants``):
+    Built by the engine when it loads tenant.toml (``engine.tenants``):
     the host name is resolved there, and ``addresses`` are the only addresses
     the worker ever connects to for it.
     """

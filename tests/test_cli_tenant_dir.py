@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scriptvisor.engine.names import TENANT_NAME_RULE
-from scriptvisor.engine.server.tenants import TenantConfigError, load_tenant
+from scriptvisor.engine.tenants import TenantConfigError, load_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_KEYS = {"ok", "result", "error", "logs", "duration_ms"}

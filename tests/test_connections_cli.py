@@ -83,7 +83,7 @@ def test_every_template_passes_check(template):
 
 
 def test_init_writes_a_tenant_the_server_loads(tmp_path):
-    from scriptvisor.engine.server.tenants import load_tenant
+    from scriptvisor.engine.tenants import load_tenant
     from scriptvisor.engine.tenantdir import init_tenant
 
     for template in TEMPLATES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scriptvisor.engine.server.tenants import TenantConfigError, load_tenant
+from scriptvisor.engine.tenants import TenantConfigError, load_tenant
 
 
 def _tenant(tmp_path, body: str, name: str = "acme"):

@@ -43,6 +43,7 @@ from starlette.routing import Route
 
 from scriptvisor.engine.errors import CODES, InvocationError
 from scriptvisor.engine.result import public
+from scriptvisor.engine.tenants import SCRIPT_NAME, TENANT_NAME, Tenant
 
 from . import auth
 from .activity import Activity
@@ -50,7 +51,7 @@ from .logstream import LogHub, SSEResponse, TooManySubscribers
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .oplog import CURRENT_INVOCATION, OperatorLog
-from .tenants import SCRIPT_NAME, TENANT_NAME, Tenant, TenantRegistry
+from .tenants import TenantRegistry
 
 __all__ = ["ServerState", "create_app"]
 

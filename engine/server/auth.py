@@ -32,8 +32,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from scriptvisor.engine.tenants import TENANT_NAME, TOKEN_HASH, TenantConfigError
+
 from .files import write_atomic
-from .tenants import TENANT_NAME, TOKEN_HASH, TenantConfigError
 
 __all__ = [
     "ADMIN_TOKEN_ENV",

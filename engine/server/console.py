@@ -37,11 +37,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scriptvisor.engine.checker import check_source_async
+from scriptvisor.engine.tenants import SCRIPT_NAME, TENANT_NAME
 
 from . import auth
 from .app import RequestProblem, ServerState, _authorize, _problem, _read_json_body, _reject
 from .scriptstore import ScriptStore, VersionNotFound, digest
-from .tenants import SCRIPT_NAME, TENANT_NAME
 
 __all__ = ["CSP", "ROUTES"]
 

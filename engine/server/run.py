@@ -43,6 +43,7 @@ from typing import Any
 import uvicorn
 
 from scriptvisor.engine.config import EngineConfig
+from scriptvisor.engine.tenants import Tenant, TenantConfigError
 
 from . import auth
 from .app import DEFAULT_MAX_BODY, ServerState, create_app
@@ -53,7 +54,7 @@ from .node import NodeHeader, node_id
 from .oplog import OperatorLog, install_logging
 from .statedir import ServerStateDir, server_state_dir
 from .sdnotify import Notifier, take_socket
-from .tenants import Tenant, TenantConfigError, TenantRegistry
+from .tenants import TenantRegistry
 
 __all__ = ["EXAMPLE_SOURCE", "EXAMPLE_TENANTS", "EXAMPLE_TOKEN", "serve"]
 

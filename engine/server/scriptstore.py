@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scriptvisor.engine.tenants import SCRIPT_NAME, Tenant
+
 from .files import write_atomic
-from .tenants import SCRIPT_NAME, Tenant
 
 __all__ = ["ScriptStore", "VersionNotFound", "digest"]
 

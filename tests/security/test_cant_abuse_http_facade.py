@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from scriptvisor.engine import Engine, EngineConfig, TenantLimits  # noqa: E402
-from scriptvisor.engine.server.tenants import TenantConfigError, load_tenant  # noqa: E402
+from scriptvisor.engine.tenants import TenantConfigError, load_tenant  # noqa: E402
 from scriptvisor.sandbox import context  # noqa: E402
 from scriptvisor.sandbox.facades import web  # noqa: E402
 from scriptvisor.sandbox.facades.web import http  # noqa: E402

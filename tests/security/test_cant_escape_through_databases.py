@@ -25,7 +25,7 @@ import pytest
 
 from scriptvisor.engine import Engine, EngineConfig
 from scriptvisor.engine.server import auth
-from scriptvisor.engine.server.tenants import load_tenant
+from scriptvisor.engine.tenants import load_tenant
 from tests.services import unavailable
 
 pytestmark = pytest.mark.timeout(120)
@@ -750,7 +750,7 @@ def test_cant_connect_to_an_undeclared_host_port_with_full_code_execution(make, 
 FIRST_ENGINE = """
 import sys
 from scriptvisor.engine import Engine, EngineConfig
-from scriptvisor.engine.server.tenants import load_tenant
+from scriptvisor.engine.tenants import load_tenant
 code, state_dir, root = sys.stdin.readline(), sys.argv[1], sys.argv[2]
 with Engine(EngineConfig(debug_exec=True, spares_per_tenant=0, max_workers=2, state_dir=state_dir)) as eng:
     t = load_tenant(root)

@@ -193,7 +193,7 @@ def _http_samples(tmp_path) -> tuple[dict[str, Any], set[int]]:
     """What the http facade hands a script: answers and the exceptions it raises, from a real API."""
     import time
 
-    from scriptvisor.engine.server.tenants import load_tenant
+    from scriptvisor.engine.tenants import load_tenant
     from scriptvisor.sandbox import context
     from scriptvisor.sandbox.facades.web import http
     from tests.web.legacy_server import start_legacy_server

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scriptvisor.engine.server import auth
-from scriptvisor.engine.server.tenants import TenantConfigError, load_tenant
+from scriptvisor.engine.tenants import TenantConfigError, load_tenant
 
 HASHES = {"a": (auth.hash_token("tok-a"),), "b": (auth.hash_token("tok-b"), auth.hash_token("tok-b2"))}
 

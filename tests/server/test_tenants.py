@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from scriptvisor.engine.config import TenantLimits
-from scriptvisor.engine.server.tenants import TenantConfigError, TenantRegistry, load_tenant
+from scriptvisor.engine.server import tenants as server_tenants
+from scriptvisor.engine.server.tenants import TenantRegistry
+from scriptvisor.engine.tenants import TenantConfigError, load_tenant
 
 GOOD = """
 import_users = true
@@ -166,3 +168,11 @@ def test_a_removed_tenant_folder_is_forgotten_and_reported(tmp_path: Path) -> No
     assert reg.get("gone") is not None  # a folder made again is a tenant again
     (tmp_path / "gone" / "tenant.toml").unlink()  # folder still there: a broken tenant, not a removed one
     assert reg.get("gone") is None and reg.is_broken("gone") and removed == ["gone", "broken"]
+
+
+def test_the_server_module_still_offers_the_core_loader_under_its_old_names():
+    """Code written against ``engine.server.tenants`` keeps working: the same objects, not copies."""
+    from scriptvisor.engine import tenants as core
+
+    for name in ("SCRIPT_NAME", "TENANT_NAME", "Tenant", "TenantConfigError", "load_tenant"):
+        assert getattr(server_tenants, name) is getattr(core, name)

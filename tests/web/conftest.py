@@ -49,7 +49,7 @@ def point_at(root, server, *, base_url: str | None = None, api_url: str | None =
 def make_tenant(engine, legacy_api, tmp_path):
     """``make_tenant(import_users) -> Connection`` of a tenant made by ``init --template webservice``."""
     from scriptvisor.engine.connections import connection_of
-    from scriptvisor.engine.server.tenants import load_tenant
+    from scriptvisor.engine.tenants import load_tenant
     from scriptvisor.engine.tenantdir import init_tenant
     from scriptvisor.engine.hashing import FAST_HASHER
     from scriptvisor.engine.userstore import UserStore

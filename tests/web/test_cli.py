@@ -10,7 +10,7 @@ import tomllib
 from click.testing import CliRunner
 
 from scriptvisor.engine.cli import main
-from scriptvisor.engine.server.tenants import load_tenant
+from scriptvisor.engine.tenants import load_tenant
 
 
 def test_init_webservice_writes_the_http_declaration(tmp_path):
