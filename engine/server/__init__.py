@@ -2,8 +2,9 @@
 
 Modules, one job each:
 
-* ``tenants``   loads and validates ``TENANTS/<tenant>/tenant.toml`` and reloads
-                a tenant when its file changes;
+* ``tenants``   every tenant folder under ``TENANTS/``, reloaded when its
+                ``tenant.toml`` changes (one folder is loaded and validated by
+                the core's ``engine.tenants``, which never imports this package);
 * ``auth``      bearer tokens (only hashes on disk, constant-time comparison);
 * ``metrics``   the Prometheus registry;
 * ``logstream`` per-tenant server-sent event fan-out;
