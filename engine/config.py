@@ -110,6 +110,13 @@ class EngineConfig:
     #: Upper bound on live workers over all tenants; idle workers of the least
     #: recently used tenant are stopped to make room.
     max_workers: int = 64
+    #: Pipelining: while a worker runs a call whose script usually finishes in
+    #: under this many milliseconds (its recent average, per script), the next
+    #: queued call of the tenant is sent behind it, so the worker starts it
+    #: without waiting for a round trip through the supervisor. Calls of
+    #: slower scripts are never queued inside a worker (a call stuck behind a
+    #: slow one could have run on another worker). 0 turns pipelining off.
+    pipeline_below_ms: float = 2.0
     #: Planned recycle after this many invocations (0: never).
     max_invocations_per_worker: int = 10_000
     #: Planned recycle of an idle worker older than this, seconds (0: never).

@@ -25,7 +25,8 @@ MAX_BOOT_FAILURES = 3
 
 class TenantPool:
     __slots__ = ("name", "limits", "data_dir", "http", "workers", "idle", "queue", "last_used",
-                 "boot_failures", "boot_error", "recycle_before", "removed", "databases", "egress")
+                 "boot_failures", "boot_error", "recycle_before", "removed", "databases", "egress",
+                 "durations")
 
     def __init__(self, name: str, limits: TenantLimits, data_dir: str | None, now: float,
                  http: tuple[HttpEndpoint, ...] = ()) -> None:
@@ -49,6 +50,18 @@ class TenantPool:
         self.recycle_before = 0.0
         #: being removed: no worker is spawned for it; it goes with its last worker
         self.removed = False
+        #: script hash -> recent average seconds from start to result (decides pipelining)
+        self.durations: dict[str, float] = {}
+
+    def note_duration(self, digest: str, seconds: float) -> None:
+        """Fold one call's duration into its script's moving average."""
+        old = self.durations.get(digest)
+        if old is None:
+            if len(self.durations) >= 256:
+                self.durations.clear()
+            self.durations[digest] = seconds
+        else:
+            self.durations[digest] = old + (seconds - old) * 0.25
 
     def count(self, state: WorkerState) -> int:
         return sum(1 for w in self.workers if w.state is state)

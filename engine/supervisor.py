@@ -427,12 +427,94 @@ class Supervisor:
                 except OSError:
                     pass
         job = w.job
-        self._close_worker(w, reason)
+        nxt, w.next = w.next, None
+        held = False
+        if nxt is not None and not nxt.done:
+            if reason == "protocol_error" or w.chan.closed or self.state is SupervisorState.STOPPED:
+                pass  # nothing more it sent can be read or believed (or no one waits): below
+            elif w.chan.eof:
+                # Everything it sent has been read and none of it was the
+                # result of the call ahead: the worker never started this one.
+                self._requeue(nxt, w)
+                nxt = None
+            else:
+                held = True
+        self._close_worker(w, reason, keep_channel=held)
         if job is not None and not job.done:
             self._finish(job, Result.failure(error or Crash(f"worker killed: {reason}"),
                                              worker=w.info()))
+        if held and nxt is not None:
+            self._await_verdict(w, job, nxt)
+        elif nxt is not None and not nxt.done:
+            lost = error if reason == "shutdown" and error is not None else self._lost_behind(reason)
+            self._finish(nxt, Result.failure(lost, worker=w.info()))
 
-    def _close_worker(self, w: WorkerHandle, reason: str) -> None:
+    def _lost_behind(self, reason: str) -> Crash:
+        return Crash(f"worker killed ({reason}) while this call was queued in it behind another; "
+                     "it may have started, so it is not run again", reason=reason, pipelined=True)
+
+    def _requeue(self, job: Job, w: WorkerHandle) -> None:
+        """A call sent behind another that provably never started: it runs elsewhere, once."""
+        job.worker = None
+        job.transition(JobState.QUEUED)
+        pool = self.pools.get(job.tenant)
+        if pool is None or not self.running:
+            self._finish(job, Result.failure(EngineUnavailable("the engine is not accepting work")))
+            return
+        self._enqueue(pool, job, job.deadline, front=True)
+        self.emit("job_requeued", tenant=job.tenant, job=job.id, worker=w.id)
+
+    def _await_verdict(self, w: WorkerHandle, head: Job | None, job: Job) -> None:
+        """``w`` was killed with ``job`` queued behind ``head``: did it start?
+
+        The worker sends a call's result before it starts the next one, and
+        what a dead process wrote stays readable in the socket. So the channel
+        is read to its EOF (the process and its group are gone): a result for
+        ``head`` means ``job`` may have started (``crash``); none means it
+        never did, and it runs elsewhere. Not settled within ``STATUS_WAIT``
+        (something still holds the socket open): ``crash``.
+        """
+        chan = w.chan
+        fd = chan.fd
+        head_id = head.id if head is not None else None
+        timer: list[Any] = []
+
+        def settle(started: bool) -> None:
+            if chan.closed:
+                return
+            self.reactor.remove_reader(fd)
+            self.deadlines.cancel(timer[0] if timer else None)
+            chan.close()
+            if job.done:
+                return
+            if started:
+                self._finish(job, Result.failure(self._lost_behind(w.exit_reason or "crash"),
+                                                 worker=w.info()))
+                return
+            self._requeue(job, w)
+            pool = self.pools.get(job.tenant)
+            if pool is not None and not job.done:
+                self._drain_queue(pool)
+                self.manage_workers(pool)
+
+        def on_readable() -> None:
+            try:
+                messages = chan.read()
+            except wire.FrameError:
+                settle(True)
+                return
+            if messages is None:
+                settle(not chan.eof)
+                return
+            for raw in messages:
+                if type(raw) is dict and raw.get("t") == "result" and raw.get("id") == head_id:
+                    settle(True)
+                    return
+
+        timer.append(self.deadlines.after(STATUS_WAIT, lambda: settle(True)))
+        self.reactor.add_reader(fd, on_readable)
+
+    def _close_worker(self, w: WorkerHandle, reason: str, keep_channel: bool = False) -> None:
         if not w.alive:
             return
         w.transition(WorkerState.DEAD)
@@ -444,7 +526,8 @@ class Supervisor:
         w.timers.clear()
         self.reactor.remove_reader(w.chan.fd)
         self.reactor.remove_writer(w.chan.fd)
-        w.chan.close()
+        if not keep_channel:
+            w.chan.close()
         if w.pidfd is not None:
             os.close(w.pidfd)
             w.pidfd = None
@@ -520,6 +603,14 @@ class Supervisor:
             self._close_worker(w, w.exit_reason or "planned")
             return
         job = w.job
+        nxt, w.next = w.next, None
+        if nxt is not None and not nxt.done:
+            if w.chan.eof:
+                # every frame it wrote was read, and the call ahead of this
+                # one has no result: the worker never started it
+                self._requeue(nxt, w)
+            else:
+                self._finish(nxt, Result.failure(self._lost_behind("crash"), worker=w.info()))
         status_known = w.exit_status is not None or w.pid is None
         if w.pid is not None and w.exit_status is None:
             # Make sure it is really gone (a hostile worker may just close its socket).
@@ -567,11 +658,14 @@ class Supervisor:
                 self.dbsessions.opened(w, msg)
             elif isinstance(msg, protocol.NeedSource):
                 job = w.job
-                if job is None or job.id != msg.id or job.resent:
+                if job is None or job.id != msg.id or job.resent or w.next is not None:
+                    # (with a call sent behind it, a resend would run out of
+                    # order; the mirrored source cache means an honest worker
+                    # never asks then)
                     self.kill_worker(w, "protocol_error", ProtocolError("unexpected need_source"))
                     return
                 job.resent = True
-                w.known_sources.discard(job.hash)
+                w.known_sources.pop(job.hash, None)
                 self._send_invoke(w, job)
             else:  # Ready
                 if w.state is not WorkerState.SPAWNING or w.got_ready:
@@ -589,13 +683,28 @@ class Supervisor:
             return
         w.job = None
         w.invocations += 1
+        now = self.clock()
+        pool = self.pools.get(w.tenant)
+        if pool is not None and job.debug_code is None:
+            pool.note_duration(job.hash, now - job.started)
         info = w.info()
         info["cpu_ms"] = msg.stats.get("cpu_ms")
         info["maxrss_kb"] = msg.stats.get("maxrss_kb")
         if "compile_ms" in msg.stats:
             info["compile_ms"] = msg.stats["compile_ms"]
-        result = Result(msg.ok, msg.result, msg.error, msg.logs,
-                        (self.clock() - job.submitted) * 1000.0, info)
+        result = Result(msg.ok, msg.result, msg.error, msg.logs, (now - job.submitted) * 1000.0, info)
+        nxt = w.next
+        if nxt is not None:
+            # The worker sent this result and went on to the call queued
+            # behind it: that one is running now, on its own deadline.
+            w.next = None
+            w.job = nxt
+            nxt.started = now
+            nxt.timer = self.deadlines.at(nxt.deadline, lambda: self._on_job_deadline(nxt))
+            self._finish(job, result)
+            if w.alive and w.job is nxt:
+                self._pipeline(w)
+            return
         # IDLE before the job is reported done, so observers of job_done (a
         # draining close waits for busy == 0) see the pool as it now is.
         w.transition(WorkerState.IDLE)
@@ -756,7 +865,9 @@ class Supervisor:
                 f"tenant {tenant!r} has {len(pool.queue)} invocations waiting", retry_after=1)))
             return job
         self._enqueue(pool, job, job.submitted + timeout)
-        self.manage_workers(pool)
+        self._pipeline_any(pool)
+        if pool.queue:
+            self.manage_workers(pool)
         return job
 
     def _enqueue(self, pool: TenantPool, job: Job, deadline: float, front: bool = False) -> None:
@@ -784,7 +895,7 @@ class Supervisor:
 
     def _on_job_deadline(self, job: Job) -> None:
         w = job.worker
-        if job.state is JobState.RUNNING and w is not None:
+        if job.state is JobState.RUNNING and w is not None and w.job is job:
             self.kill_worker(w, "timeout", Timeout(
                 f"invocation exceeded its {job.timeout:g} s wall clock; worker recycled",
                 timeout=job.timeout))
@@ -810,26 +921,95 @@ class Supervisor:
         # wall clock covers waiting for a worker too.
         self.deadlines.cancel(job.timer)
         job.timer = self.deadlines.at(job.deadline, lambda: self._on_job_deadline(job))
+        job.started = now
+        self._send_invoke(w, job)
+        if w.job is job:
+            self._pipeline(w)
+
+    def _pipeline(self, w: WorkerHandle) -> None:
+        """Send the tenant's next queued call behind ``w``'s running one, when that cannot hurt.
+
+        Only behind a call of a script that usually finishes within
+        ``pipeline_below_ms`` (so the queued call waits no longer than a
+        round trip would have cost it), only the call at the head of the
+        queue (order is kept), only one, and only when its deadline is not
+        earlier than the running call's: at the running call's deadline the
+        queued one is then either running (its own deadline applies) or
+        provably not started (``_await_verdict``).
+        """
+        limit = self.config.pipeline_below_ms
+        head = w.job
+        if (not limit or w.next is not None or head is None or head.debug_code is not None
+                or w.state is not WorkerState.BUSY):
+            return
+        pool = self.pools.get(w.tenant)
+        if pool is None or not pool.queue or pool.removed:
+            return
+        typical = pool.durations.get(head.hash)
+        if typical is None or typical * 1000.0 >= limit or self._retires_after_call(w, pool):
+            return
+        queue = pool.queue
+        while queue and queue[0].done:
+            queue.popleft()
+        if not queue:
+            return
+        job = queue[0]
+        if job.debug_code is not None or job.deadline < head.deadline:
+            return
+        queue.popleft()
+        self.deadlines.cancel(job.timer)
+        job.timer = None
+        job.transition(JobState.RUNNING)
+        job.worker = w
+        w.next = job
         self._send_invoke(w, job)
 
+    def _pipeline_any(self, pool: TenantPool) -> None:
+        for w in pool.workers:
+            if not pool.queue:
+                return
+            if w.state is WorkerState.BUSY and w.next is None:
+                self._pipeline(w)
+
+    def _retires_after_call(self, w: WorkerHandle, pool: TenantPool) -> bool:
+        """Will ``w`` be recycled when its running call ends? Then nothing is queued in it."""
+        cfg = self.config
+        if w.spawned_at < pool.recycle_before:
+            return True
+        if cfg.max_invocations_per_worker and w.invocations + 1 >= cfg.max_invocations_per_worker:
+            return True
+        return bool(cfg.max_worker_age and self.clock() - w.spawned_at >= cfg.max_worker_age)
+
     def _send_invoke(self, w: WorkerHandle, job: Job) -> None:
+        """Write ``job``'s frame to ``w``: the running call (``w.job``) or the one behind it (``w.next``)."""
+        behind = job is w.next
         remaining = max(0.001, job.deadline - self.clock())
         try:
             if job.debug_code is not None:
                 frame = wire.encode({"t": "debug_exec", "id": job.id, "code": job.debug_code},
                                     wire.MAX_INBOUND_FRAME)
             else:
-                known = job.hash in w.known_sources
+                sources = w.known_sources
+                known = job.hash in sources
                 frame = wire.invoke_frame(job.id, remaining, job.hash, job.path_json, job.fn_json,
                                           None if known else job.source_json, job.args_json,
                                           job.config_json)
-                w.known_sources.add(job.hash)
+                # the worker's cache changes exactly like this when it reads the frame
+                if known:
+                    sources.move_to_end(job.hash)
+                else:
+                    sources[job.hash] = None
+                    if len(sources) > wire.SOURCE_CACHE:
+                        sources.popitem(last=False)
         except wire.FrameError as exc:  # submit checked the sizes: never the worker's fault
-            w.job = None
             job.worker = None
-            w.transition(WorkerState.IDLE)
             self._finish(job, Result.failure(BadRequest(f"the call cannot be sent: {exc.message}",
                                                         reason=exc.reason)))
+            if behind:
+                w.next = None
+                return
+            w.job = None
+            w.transition(WorkerState.IDLE)
             self._worker_free(w)
             return
         try:
@@ -841,11 +1021,11 @@ class Supervisor:
             if job.resent:  # need_source resend: the call may have been read
                 self.kill_worker(w, "crash")
                 return
-            w.job = None
-            job.worker = None
-            job.transition(JobState.QUEUED)
-            self._enqueue(self.pools[w.tenant], job, job.deadline, front=True)
-            self.emit("job_requeued", tenant=job.tenant, job=job.id, worker=w.id)
+            if behind:
+                w.next = None
+            else:
+                w.job = None
+            self._requeue(job, w)
             self._worker_gone(w)
         except OSError as exc:
             self.kill_worker(w, "protocol_error", ProtocolError(f"worker stopped reading: {exc}"))
@@ -913,6 +1093,7 @@ class Supervisor:
                     entry.update(_memory(w.pid))
                 ws.append(entry)
             tenants[pool.name] = {"workers": ws, "queued": len(pool.queue),
+                                  "pipelined": sum(1 for w in pool.workers if w.next is not None),
                                   "idle": len(pool.idle), "boot_error": pool.boot_error or None}
         return {"state": self.state.value, "available": self.available,
                 "zygote_pid": self.zygote.pid if self.zygote.chan is not None else None,

@@ -12,7 +12,7 @@ import itertools
 import os
 import socket
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from enum import IntEnum
 from typing import Any, Callable
 
@@ -79,6 +79,8 @@ class Channel:
         self.backlog = 0
         self.max_backlog = max_backlog
         self.closed = False
+        #: the peer closed its end and everything it sent has been read
+        self.eof = False
         self.want_write: Callable[[bool], None] = lambda on: None
 
     def _write(self, data: bytes | memoryview, fd: int | None) -> int:
@@ -147,6 +149,7 @@ class Channel:
         except OSError:
             return None
         if not data:
+            self.eof = True
             return None
         return self.decoder.feed(data)
 
@@ -165,7 +168,7 @@ class Job:
     __slots__ = (
         "id", "tenant", "path_json", "fn_json", "source_json", "hash", "args_json", "config_json",
         "timeout", "submitted", "deadline", "state", "worker", "result", "on_done",
-        "debug_code", "resent", "timer",
+        "debug_code", "resent", "timer", "started",
     )
 
     def __init__(self, tenant: str, path_json: bytes, fn_json: bytes, source_json: bytes, digest: str,
@@ -192,6 +195,8 @@ class Job:
         self.debug_code = debug_code
         self.resent = False
         self.timer: list[Any] | None = None
+        #: when the worker began (or, pipelined, was free to begin) this call
+        self.started = 0.0
 
     def transition(self, new: JobState) -> None:
         self.state = _move(f"job {self.id}", _JOB_MOVES, self.state, new)
@@ -206,7 +211,7 @@ _worker_ids = itertools.count(1)
 
 class WorkerHandle:
     __slots__ = (
-        "id", "tenant", "chan", "pid", "pidfd", "state", "job", "known_sources",
+        "id", "tenant", "chan", "pid", "pidfd", "state", "job", "next", "known_sources",
         "spawned_at", "ready_at", "invocations", "got_ready", "exit_status",
         "exit_reason", "pending_crash", "timers", "boot_timings",
     )
@@ -219,7 +224,12 @@ class WorkerHandle:
         self.pidfd: int | None = None
         self.state = WorkerState.SPAWNING
         self.job: Job | None = None
-        self.known_sources: set[str] = set()
+        #: a call whose invoke frame was sent behind ``job`` (pipelining): the
+        #: worker starts it only after it has sent ``job``'s result
+        self.next: Job | None = None
+        #: the worker's source cache, mirrored exactly (same capacity, same
+        #: order of use): a source is sent only when the worker lacks it
+        self.known_sources: OrderedDict[str, None] = OrderedDict()
         self.spawned_at = time.monotonic() if now is None else now
         self.ready_at = 0.0
         self.invocations = 0

@@ -75,6 +75,9 @@ DEFAULT_MAX_FRAME = 4 * 1024 * 1024
 MAX_INBOUND_FRAME = 16 * 1024 * 1024
 #: What the supervisor accepts in a result frame; the runner clips well inside.
 MAX_LOG_LINES = 10_000
+#: Script sources a worker keeps by hash (least recently used goes first), so
+#: warm calls send none; the supervisor mirrors this cache exactly.
+SOURCE_CACHE = 64
 MAX_ERROR_NAME = 256
 MAX_ERROR_TEXT = 64 * 1024
 #: Room in an invoke frame for everything but the source, args and config.

@@ -29,7 +29,7 @@ from scriptvisor.sandbox.wire import EXIT_BOOT_ERROR, EXIT_OK, EXIT_PROTOCOL, Wo
 
 __all__ = ["serve", "standby"]
 
-SOURCE_CACHE = 64  # script sources kept by hash, so warm calls send none
+SOURCE_CACHE = wire.SOURCE_CACHE  # script sources kept by hash, so warm calls send none
 
 
 class _Usage:

@@ -293,3 +293,146 @@ def test_worker_codes_are_error_classes():
     from scriptvisor.engine.errors import CODES, WORKER_CODES
 
     assert WORKER_CODES <= set(CODES)
+
+
+# -- pipelining: a second call sent behind a short running one ------------------
+
+def _pipelining_rig(rigs, **kw):
+    """One worker, no spare; one call already answered so the script's duration is known (0 s on the fake clock)."""
+    kw.setdefault("limits", TenantLimits(timeout=5.0, max_concurrency=1))
+    rig = rigs(auto=False, spares_per_tenant=0, **kw)
+    warm = rig.submit("acme", 0)
+    [worker] = rig.live()
+    worker.answer()
+    rig.settle()
+    assert warm.result.ok
+    return rig, worker
+
+
+def _answer_elsewhere(rig, dead, job):
+    [other] = [w for w in rig.live() if w is not dead and job.id in w.pending]
+    other.answer(job.id)
+    rig.settle()
+
+
+def test_a_short_calls_successor_is_sent_behind_it_and_runs_in_order(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    a, b, c = (rig.submit("acme", i) for i in (1, 2, 3))
+    pool = rig.sup.pools["acme"]
+    assert [m["id"] for m in worker.invokes[1:]] == [a.id, b.id]  # b travelled behind a
+    assert list(pool.queue) == [c] and rig.sup.stats()["tenants"]["acme"]["pipelined"] == 1
+    worker.answer()  # a's result: the worker goes on to b, and c is sent behind b
+    rig.settle()
+    assert a.result.result == 1 and not b.done and [m["id"] for m in worker.invokes[1:]] == [a.id, b.id, c.id]
+    worker.answer()
+    worker.answer()
+    rig.settle()
+    assert (b.result.result, c.result.result) == (2, 3)
+    assert rig.count("worker_spawn") == 1 and rig.count("job_requeued") == 0
+
+
+def test_nothing_is_sent_behind_a_slow_script(rigs):
+    rig = rigs(auto=False, spares_per_tenant=0, limits=TenantLimits(timeout=5.0, max_concurrency=1))
+    rig.submit("acme", 0)
+    [worker] = rig.live()
+    rig.advance(0.05)  # 50 ms: far above pipeline_below_ms
+    worker.answer()
+    rig.settle()
+    a, b = rig.submit("acme", 1), rig.submit("acme", 2)
+    assert [m["id"] for m in worker.invokes[1:]] == [a.id]
+    assert list(rig.sup.pools["acme"].queue) == [b]
+
+
+def test_pipelining_can_be_switched_off(rigs):
+    rig, worker = _pipelining_rig(rigs, pipeline_below_ms=0)
+    a, b = rig.submit("acme", 1), rig.submit("acme", 2)
+    assert [m["id"] for m in worker.invokes[1:]] == [a.id]
+
+
+def test_a_call_with_an_earlier_deadline_is_not_sent_behind_a_later_one(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    a = rig.submit("acme", 1, timeout=5.0)
+    b = rig.submit("acme", 2, timeout=1.0)
+    assert [m["id"] for m in worker.invokes[1:]] == [a.id]
+    rig.advance(1.001)
+    assert b.result.code == "timeout" and b.result.error["phase"] == "queued" and not a.done
+
+
+def test_the_call_behind_one_whose_worker_died_before_its_result_runs_elsewhere_once(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    a, b = rig.submit("acme", 1), rig.submit("acme", 2)
+    worker.die(status=11)  # during a: b was read, never started
+    rig.settle()
+    assert a.result.code == "crash"
+    _answer_elsewhere(rig, worker, b)
+    assert b.result.ok and b.result.result == 2 and rig.count("job_requeued", job=b.id) == 1
+    ran_b = [w for w in rig.workers if any(m["id"] == b.id for m in w.invokes) and w is not worker]
+    assert len(ran_b) == 1
+
+
+def test_the_call_behind_one_whose_result_was_sent_is_crash_and_never_rerun(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    a, b = rig.submit("acme", 1), rig.submit("acme", 2)
+    worker.answer()  # a's result is sent: the worker may have started b
+    worker.die(status=11)
+    rig.settle()
+    assert a.result.ok and a.result.result == 1
+    assert b.result.code == "crash" and rig.count("job_requeued") == 0
+    assert sum(1 for w in rig.workers for m in w.invokes if m["id"] == b.id) == 1
+
+
+def test_a_timeout_kill_requeues_the_call_behind_only_once_the_worker_is_gone(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    a = rig.submit("acme", 1, timeout=0.5)
+    b = rig.submit("acme", 2, timeout=1.0)
+    rig.advance(0.5)  # a's deadline: the worker is SIGKILLed (a fake pid: the test plays the death)
+    assert a.result.code == "timeout" and not b.done
+    worker.die()  # EOF: nothing it wrote was a's result, so b never started
+    rig.settle()
+    _answer_elsewhere(rig, worker, b)
+    assert b.result.ok and b.result.result == 2 and rig.count("job_requeued", job=b.id) == 1
+
+
+def test_a_timeout_kill_that_races_the_running_calls_result_reports_the_call_behind_as_crash(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    a = rig.submit("acme", 1, timeout=0.5)
+    b = rig.submit("acme", 2, timeout=1.0)
+    rig.clock.t += 0.5
+    worker.answer()          # a finished just as its deadline fired: the result is still unread
+    rig.reactor.fire_due()   # the kill
+    worker.die()
+    rig.settle()
+    assert a.result.code == "timeout"
+    assert b.result.code == "crash" and b.result.error["pipelined"] is True
+    assert rig.count("job_requeued") == 0
+
+
+def test_a_worker_that_never_closes_its_socket_after_the_kill_leaves_the_call_behind_crash(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    a = rig.submit("acme", 1, timeout=0.5)
+    b = rig.submit("acme", 2, timeout=5.0)
+    rig.advance(0.5)
+    assert a.result.code == "timeout" and not b.done
+    rig.advance(2.0)  # STATUS_WAIT: no EOF, so no proof that b never started
+    assert b.result.code == "crash" and rig.count("job_requeued") == 0
+    assert rig.sup.stats()["deadlines"] <= 2
+
+
+def test_the_source_cache_mirror_sends_a_source_again_once_the_worker_has_dropped_it(rigs):
+    from scriptvisor.sandbox import wire
+    rig = rigs(spares_per_tenant=0)
+    def call(n):
+        return rig.sup.submit("acme", path="s.py", source=f"def s(x, callback):\n    callback(None, {n})\n",
+                              function="s", args=[0], configuration={}, timeout=None)
+    for n in range(wire.SOURCE_CACHE + 1):
+        call(n)
+        rig.settle()
+    job = call(0)  # evicted from the worker's cache by the 64 after it
+    rig.settle()
+    [worker] = rig.live()
+    frame = next(m for m in worker.invokes if m["id"] == job.id)
+    assert job.result.ok and frame.get("source")
+    again = call(0)
+    rig.settle()
+    assert "source" not in next(m for m in worker.invokes if m["id"] == again.id) or \
+        next(m for m in worker.invokes if m["id"] == again.id).get("source") is None
