@@ -72,6 +72,10 @@ STATUS_WAIT = 2.0
 #: evictions are not: the pool target decides those).
 REPLACED = frozenset({"crash", "timeout", "protocol_error", "zygote_exit"})
 
+#: Most calls queued inside one worker behind its running call (pipelining;
+#: ``EngineConfig.pipeline_below_ms`` decides whether any are).
+MAX_BEHIND = 4
+
 
 class SupervisorState(str, enum.Enum):
     NEW = "new"            # constructed, zygote not started
@@ -120,6 +124,21 @@ def source_parts(source: str) -> tuple[str, bytes]:
         if len(_sources) >= 1024:
             _sources.clear()
         _sources[source] = parts
+    return parts
+
+
+_names: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def name_parts(path: str, function: str) -> tuple[bytes, bytes]:
+    """Strict JSON bytes of a call's script path and function name, memoised like sources."""
+    key = (path, function)
+    parts = _names.get(key)
+    if parts is None:
+        parts = (wire.json_bytes(path), wire.json_bytes(function))
+        if len(_names) >= 1024:
+            _names.clear()
+        _names[key] = parts
     return parts
 
 
@@ -427,52 +446,57 @@ class Supervisor:
                 except OSError:
                     pass
         job = w.job
-        nxt, w.next = w.next, None
+        behind = [j for j in w.behind if not j.done]
+        w.behind.clear()
         held = False
-        if nxt is not None and not nxt.done:
+        if behind:
             if reason == "protocol_error" or w.chan.closed or self.state is SupervisorState.STOPPED:
                 pass  # nothing more it sent can be read or believed (or no one waits): below
             elif w.chan.eof:
                 # Everything it sent has been read and none of it was the
-                # result of the call ahead: the worker never started this one.
-                self._requeue(nxt, w)
-                nxt = None
+                # result of the call ahead: the worker never started these.
+                self._requeue(behind, w)
+                behind = []
             else:
                 held = True
         self._close_worker(w, reason, keep_channel=held)
         if job is not None and not job.done:
             self._finish(job, Result.failure(error or Crash(f"worker killed: {reason}"),
                                              worker=w.info()))
-        if held and nxt is not None:
-            self._await_verdict(w, job, nxt)
-        elif nxt is not None and not nxt.done:
+        if held:
+            self._await_verdict(w, job, behind)
+        else:
             lost = error if reason == "shutdown" and error is not None else self._lost_behind(reason)
-            self._finish(nxt, Result.failure(lost, worker=w.info()))
+            for nxt in behind:
+                self._finish(nxt, Result.failure(lost, worker=w.info()))
 
     def _lost_behind(self, reason: str) -> Crash:
         return Crash(f"worker killed ({reason}) while this call was queued in it behind another; "
                      "it may have started, so it is not run again", reason=reason, pipelined=True)
 
-    def _requeue(self, job: Job, w: WorkerHandle) -> None:
-        """A call sent behind another that provably never started: it runs elsewhere, once."""
-        job.worker = None
-        job.transition(JobState.QUEUED)
-        pool = self.pools.get(job.tenant)
-        if pool is None or not self.running:
-            self._finish(job, Result.failure(EngineUnavailable("the engine is not accepting work")))
-            return
-        self._enqueue(pool, job, job.deadline, front=True)
-        self.emit("job_requeued", tenant=job.tenant, job=job.id, worker=w.id)
+    def _requeue(self, jobs: list[Job], w: WorkerHandle) -> None:
+        """Calls sent behind another that provably never started: they run elsewhere, once, in order."""
+        pool = self.pools.get(w.tenant)
+        for job in reversed(jobs):
+            if job.done:
+                continue
+            job.worker = None
+            job.transition(JobState.QUEUED)
+            if pool is None or not self.running:
+                self._finish(job, Result.failure(EngineUnavailable("the engine is not accepting work")))
+                continue
+            self._enqueue(pool, job, job.deadline, front=True)
+            self.emit("job_requeued", tenant=job.tenant, job=job.id, worker=w.id)
 
-    def _await_verdict(self, w: WorkerHandle, head: Job | None, job: Job) -> None:
-        """``w`` was killed with ``job`` queued behind ``head``: did it start?
+    def _await_verdict(self, w: WorkerHandle, head: Job | None, behind: list[Job]) -> None:
+        """``w`` was killed with ``behind`` queued after ``head``: did any of them start?
 
         The worker sends a call's result before it starts the next one, and
         what a dead process wrote stays readable in the socket. So the channel
         is read to its EOF (the process and its group are gone): a result for
-        ``head`` means ``job`` may have started (``crash``); none means it
-        never did, and it runs elsewhere. Not settled within ``STATUS_WAIT``
-        (something still holds the socket open): ``crash``.
+        ``head`` means the calls behind may have started (``crash``); none
+        means they never did, and they run elsewhere. Not settled within
+        ``STATUS_WAIT`` (something still holds the socket open): ``crash``.
         """
         chan = w.chan
         fd = chan.fd
@@ -485,15 +509,15 @@ class Supervisor:
             self.reactor.remove_reader(fd)
             self.deadlines.cancel(timer[0] if timer else None)
             chan.close()
-            if job.done:
-                return
             if started:
-                self._finish(job, Result.failure(self._lost_behind(w.exit_reason or "crash"),
-                                                 worker=w.info()))
+                for job in behind:
+                    if not job.done:
+                        self._finish(job, Result.failure(self._lost_behind(w.exit_reason or "crash"),
+                                                         worker=w.info()))
                 return
-            self._requeue(job, w)
-            pool = self.pools.get(job.tenant)
-            if pool is not None and not job.done:
+            self._requeue(behind, w)
+            pool = self.pools.get(w.tenant)
+            if pool is not None and pool.queue:
                 self._drain_queue(pool)
                 self.manage_workers(pool)
 
@@ -603,14 +627,16 @@ class Supervisor:
             self._close_worker(w, w.exit_reason or "planned")
             return
         job = w.job
-        nxt, w.next = w.next, None
-        if nxt is not None and not nxt.done:
+        behind = [j for j in w.behind if not j.done]
+        w.behind.clear()
+        if behind:
             if w.chan.eof:
-                # every frame it wrote was read, and the call ahead of this
-                # one has no result: the worker never started it
-                self._requeue(nxt, w)
+                # every frame it wrote was read, and the call ahead of these
+                # has no result: the worker never started them
+                self._requeue(behind, w)
             else:
-                self._finish(nxt, Result.failure(self._lost_behind("crash"), worker=w.info()))
+                for nxt in behind:
+                    self._finish(nxt, Result.failure(self._lost_behind("crash"), worker=w.info()))
         status_known = w.exit_status is not None or w.pid is None
         if w.pid is not None and w.exit_status is None:
             # Make sure it is really gone (a hostile worker may just close its socket).
@@ -658,7 +684,7 @@ class Supervisor:
                 self.dbsessions.opened(w, msg)
             elif isinstance(msg, protocol.NeedSource):
                 job = w.job
-                if job is None or job.id != msg.id or job.resent or w.next is not None:
+                if job is None or job.id != msg.id or job.resent or w.behind:
                     # (with a call sent behind it, a resend would run out of
                     # order; the mirrored source cache means an honest worker
                     # never asks then)
@@ -693,11 +719,10 @@ class Supervisor:
         if "compile_ms" in msg.stats:
             info["compile_ms"] = msg.stats["compile_ms"]
         result = Result(msg.ok, msg.result, msg.error, msg.logs, (now - job.submitted) * 1000.0, info)
-        nxt = w.next
-        if nxt is not None:
+        if w.behind:
             # The worker sent this result and went on to the call queued
             # behind it: that one is running now, on its own deadline.
-            w.next = None
+            nxt = w.behind.popleft()
             w.job = nxt
             nxt.started = now
             nxt.timer = self.deadlines.at(nxt.deadline, lambda: self._on_job_deadline(nxt))
@@ -827,8 +852,7 @@ class Supervisor:
             # is queued: strict UTF-8 (a lone surrogate from a login form),
             # JSON values only, and the whole invoke frame within the
             # worker's cap. The error names the argument; nothing is sent.
-            path_json = wire.json_bytes(path)
-            fn_json = wire.json_bytes(function)
+            path_json, fn_json = name_parts(path, function)
             digest, source_json = source_parts(source)
             args_json, config_json = wire.encode_arguments(
                 list(args), dict(configuration or {}),
@@ -927,48 +951,63 @@ class Supervisor:
             self._pipeline(w)
 
     def _pipeline(self, w: WorkerHandle) -> None:
-        """Send the tenant's next queued call behind ``w``'s running one, when that cannot hurt.
+        """Send the tenant's next queued calls behind ``w``'s running one, when that cannot hurt.
 
-        Only behind a call of a script that usually finishes within
-        ``pipeline_below_ms`` (so the queued call waits no longer than a
-        round trip would have cost it), only the call at the head of the
-        queue (order is kept), only one, and only when its deadline is not
-        earlier than the running call's: at the running call's deadline the
-        queued one is then either running (its own deadline applies) or
+        A call is queued in a worker only when the calls ahead of it there
+        usually finish within ``pipeline_below_ms`` in total (their scripts'
+        recent averages), so it waits no longer than a round trip through the
+        supervisor would have cost it; only from the head of the queue (order
+        is kept), at most ``MAX_BEHIND``, and only when its deadline is not
+        earlier than the call's ahead of it: at the running call's deadline the
+        ones behind are then either running (their own deadline applies) or
         provably not started (``_await_verdict``).
         """
-        limit = self.config.pipeline_below_ms
+        limit = self.config.pipeline_below_ms / 1000.0
         head = w.job
-        if (not limit or w.next is not None or head is None or head.debug_code is not None
-                or w.state is not WorkerState.BUSY):
+        if not limit or head is None or w.state is not WorkerState.BUSY or head.debug_code is not None:
+            return
+        line = w.behind
+        if len(line) >= MAX_BEHIND:
             return
         pool = self.pools.get(w.tenant)
-        if pool is None or not pool.queue or pool.removed:
+        if pool is None or not pool.queue or pool.removed or self._retires_after_call(w, pool):
             return
-        typical = pool.durations.get(head.hash)
-        if typical is None or typical * 1000.0 >= limit or self._retires_after_call(w, pool):
+        typical = pool.durations
+        ahead = typical.get(head.hash)
+        if ahead is None:
             return
+        for j in line:
+            t = typical.get(j.hash)
+            if t is None:
+                return
+            ahead += t
+        last = line[-1] if line else head
         queue = pool.queue
-        while queue and queue[0].done:
+        while queue and len(line) < MAX_BEHIND and ahead < limit:
+            job = queue[0]
+            if job.done:
+                queue.popleft()
+                continue
+            t = typical.get(job.hash)
+            if job.debug_code is not None or job.deadline < last.deadline or t is None:
+                return
             queue.popleft()
-        if not queue:
-            return
-        job = queue[0]
-        if job.debug_code is not None or job.deadline < head.deadline:
-            return
-        queue.popleft()
-        self.deadlines.cancel(job.timer)
-        job.timer = None
-        job.transition(JobState.RUNNING)
-        job.worker = w
-        w.next = job
-        self._send_invoke(w, job)
+            self.deadlines.cancel(job.timer)
+            job.timer = None
+            job.transition(JobState.RUNNING)
+            job.worker = w
+            line.append(job)
+            self._send_invoke(w, job)
+            if not w.alive or w.job is not head:
+                return
+            ahead += t
+            last = job
 
     def _pipeline_any(self, pool: TenantPool) -> None:
         for w in pool.workers:
             if not pool.queue:
                 return
-            if w.state is WorkerState.BUSY and w.next is None:
+            if w.state is WorkerState.BUSY and len(w.behind) < MAX_BEHIND:
                 self._pipeline(w)
 
     def _retires_after_call(self, w: WorkerHandle, pool: TenantPool) -> bool:
@@ -981,8 +1020,8 @@ class Supervisor:
         return bool(cfg.max_worker_age and self.clock() - w.spawned_at >= cfg.max_worker_age)
 
     def _send_invoke(self, w: WorkerHandle, job: Job) -> None:
-        """Write ``job``'s frame to ``w``: the running call (``w.job``) or the one behind it (``w.next``)."""
-        behind = job is w.next
+        """Write ``job``'s frame to ``w``: the running call (``w.job``) or one behind it (``w.behind``)."""
+        behind = job is not w.job
         remaining = max(0.001, job.deadline - self.clock())
         try:
             if job.debug_code is not None:
@@ -1006,7 +1045,7 @@ class Supervisor:
             self._finish(job, Result.failure(BadRequest(f"the call cannot be sent: {exc.message}",
                                                         reason=exc.reason)))
             if behind:
-                w.next = None
+                w.behind.remove(job)
                 return
             w.job = None
             w.transition(WorkerState.IDLE)
@@ -1022,10 +1061,10 @@ class Supervisor:
                 self.kill_worker(w, "crash")
                 return
             if behind:
-                w.next = None
+                w.behind.remove(job)
             else:
                 w.job = None
-            self._requeue(job, w)
+            self._requeue([job], w)
             self._worker_gone(w)
         except OSError as exc:
             self.kill_worker(w, "protocol_error", ProtocolError(f"worker stopped reading: {exc}"))
@@ -1093,7 +1132,7 @@ class Supervisor:
                     entry.update(_memory(w.pid))
                 ws.append(entry)
             tenants[pool.name] = {"workers": ws, "queued": len(pool.queue),
-                                  "pipelined": sum(1 for w in pool.workers if w.next is not None),
+                                  "pipelined": sum(len(w.behind) for w in pool.workers),
                                   "idle": len(pool.idle), "boot_error": pool.boot_error or None}
         return {"state": self.state.value, "available": self.available,
                 "zygote_pid": self.zygote.pid if self.zygote.chan is not None else None,

@@ -211,7 +211,7 @@ _worker_ids = itertools.count(1)
 
 class WorkerHandle:
     __slots__ = (
-        "id", "tenant", "chan", "pid", "pidfd", "state", "job", "next", "known_sources",
+        "id", "tenant", "chan", "pid", "pidfd", "state", "job", "behind", "known_sources",
         "spawned_at", "ready_at", "invocations", "got_ready", "exit_status",
         "exit_reason", "pending_crash", "timers", "boot_timings",
     )
@@ -224,9 +224,10 @@ class WorkerHandle:
         self.pidfd: int | None = None
         self.state = WorkerState.SPAWNING
         self.job: Job | None = None
-        #: a call whose invoke frame was sent behind ``job`` (pipelining): the
-        #: worker starts it only after it has sent ``job``'s result
-        self.next: Job | None = None
+        #: calls whose invoke frames were sent behind ``job`` (pipelining), in
+        #: order: the worker starts each only after it has sent the result of
+        #: the one before
+        self.behind: deque[Job] = deque()
         #: the worker's source cache, mirrored exactly (same capacity, same
         #: order of use): a source is sent only when the worker lacks it
         self.known_sources: OrderedDict[str, None] = OrderedDict()

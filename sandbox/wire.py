@@ -165,12 +165,12 @@ def encode_arguments(args: list[Any], configuration: dict[str, Any], *,
     source, within the worker's inbound cap.  The error names the argument.
     """
     try:
-        args_b = _dumps(args).encode("utf-8")
+        args_b = _dumps(args).encode("utf-8") if args else b"[]"
     except (TypeError, ValueError, RecursionError):
         for i, value in enumerate(args):
             _value_bytes(value, f"args[{i}]")
         raise
-    config_b = _value_bytes(configuration, "configuration")
+    config_b = _value_bytes(configuration, "configuration") if configuration else b"{}"
     room = max_frame - _INVOKE_OVERHEAD - source_bytes
     if len(args_b) + len(config_b) > room:
         sizes = [(len(_dumps(v).encode("utf-8")), f"args[{i}]") for i, v in enumerate(args)]

@@ -315,20 +315,36 @@ def _answer_elsewhere(rig, dead, job):
     rig.settle()
 
 
-def test_a_short_calls_successor_is_sent_behind_it_and_runs_in_order(rigs):
+def test_short_calls_are_sent_behind_the_running_one_and_run_in_order(rigs):
+    from scriptvisor.engine.supervisor import MAX_BEHIND
     rig, worker = _pipelining_rig(rigs)
-    a, b, c = (rig.submit("acme", i) for i in (1, 2, 3))
+    jobs = [rig.submit("acme", i) for i in range(MAX_BEHIND + 2)]
     pool = rig.sup.pools["acme"]
-    assert [m["id"] for m in worker.invokes[1:]] == [a.id, b.id]  # b travelled behind a
-    assert list(pool.queue) == [c] and rig.sup.stats()["tenants"]["acme"]["pipelined"] == 1
-    worker.answer()  # a's result: the worker goes on to b, and c is sent behind b
+    sent = [m["id"] for m in worker.invokes[1:]]
+    assert sent == [j.id for j in jobs[:MAX_BEHIND + 1]]  # the running call and MAX_BEHIND behind it
+    assert list(pool.queue) == jobs[MAX_BEHIND + 1:]
+    assert rig.sup.stats()["tenants"]["acme"]["pipelined"] == MAX_BEHIND
+    worker.answer()  # the first result: the worker goes on, and the last call is sent behind
     rig.settle()
-    assert a.result.result == 1 and not b.done and [m["id"] for m in worker.invokes[1:]] == [a.id, b.id, c.id]
-    worker.answer()
-    worker.answer()
+    assert jobs[0].result.result == 0 and not jobs[1].done and not pool.queue
+    assert [m["id"] for m in worker.invokes[1:]] == [j.id for j in jobs]
+    while worker.pending:
+        worker.answer()
     rig.settle()
-    assert (b.result.result, c.result.result) == (2, 3)
+    assert [j.result.result for j in jobs] == list(range(MAX_BEHIND + 2))
     assert rig.count("worker_spawn") == 1 and rig.count("job_requeued") == 0
+
+
+def test_calls_are_queued_in_a_worker_only_while_those_ahead_usually_take_under_the_limit(rigs):
+    rig = rigs(auto=False, spares_per_tenant=0, limits=TenantLimits(timeout=5.0, max_concurrency=1))
+    rig.submit("acme", 0)
+    [worker] = rig.live()
+    rig.advance(0.0008)  # 0.8 ms: two of these ahead are within pipeline_below_ms (2 ms), three are not
+    worker.answer()
+    rig.settle()
+    jobs = [rig.submit("acme", i) for i in range(1, 6)]
+    assert [m["id"] for m in worker.invokes[1:]] == [j.id for j in jobs[:3]]
+    assert list(rig.sup.pools["acme"].queue) == jobs[3:]
 
 
 def test_nothing_is_sent_behind_a_slow_script(rigs):
@@ -347,6 +363,16 @@ def test_pipelining_can_be_switched_off(rigs):
     rig, worker = _pipelining_rig(rigs, pipeline_below_ms=0)
     a, b = rig.submit("acme", 1), rig.submit("acme", 2)
     assert [m["id"] for m in worker.invokes[1:]] == [a.id]
+
+
+def test_a_script_never_seen_finishing_gets_nothing_queued_behind_it_nor_is_queued(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    other = rig.sup.submit("acme", path="o.py", source="def o(x, callback):\n    callback(None, x)\n",
+                           function="o", args=[1], configuration={}, timeout=None)
+    b = rig.submit("acme", 2)
+    rig.settle()
+    assert [m["id"] for m in worker.invokes[1:]] == [other.id]
+    assert list(rig.sup.pools["acme"].queue) == [b]
 
 
 def test_a_call_with_an_earlier_deadline_is_not_sent_behind_a_later_one(rigs):
@@ -436,3 +462,17 @@ def test_the_source_cache_mirror_sends_a_source_again_once_the_worker_has_droppe
     rig.settle()
     assert "source" not in next(m for m in worker.invokes if m["id"] == again.id) or \
         next(m for m in worker.invokes if m["id"] == again.id).get("source") is None
+
+
+def test_of_the_calls_behind_a_dead_workers_last_result_the_first_is_crash_and_the_rest_run_elsewhere(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    a, b, c, d = (rig.submit("acme", i) for i in range(1, 5))
+    assert len(worker.invokes) == 5  # warm-up, a, and b c d behind it
+    worker.answer()  # a's result: the worker went on to b
+    worker.die(status=11)
+    rig.settle()
+    assert a.result.ok and b.result.code == "crash"
+    for job in (c, d):
+        _answer_elsewhere(rig, worker, job)
+    assert (c.result.result, d.result.result) == (3, 4)
+    assert rig.count("job_requeued") == 2 and rig.count("job_requeued", job=b.id) == 0
