@@ -122,7 +122,7 @@ class _Base:
     def _submit(self, tenant: str, path: Any, source: str | None, function: str | None,
                 args: Iterable[Any] | None, configuration: dict[str, Any] | None,
                 timeout: float | None, on_done: Callable[[Job], None] | None,
-                debug_code: str | None = None) -> Job:
+                debug_code: str | None = None, timeout_starts: str = "submit") -> Job:
         sup = self.supervisor
         try:
             display, source, fn = self._prepare(path, source, function)
@@ -130,7 +130,7 @@ class _Base:
             return sup.refuse(tenant, exc, on_done)
         return sup.submit(tenant, path=display, source=source, function=fn, args=list(args or ()),
                           configuration=configuration, timeout=timeout, on_done=on_done,
-                          debug_code=debug_code)
+                          debug_code=debug_code, timeout_starts=timeout_starts)
 
     def _debug_enabled(self) -> None:
         if not self.config.debug_exec:
@@ -180,9 +180,17 @@ class Engine(_Base):
 
     def submit(self, tenant: str, *, path: Any = None, source: str | None = None,
                function: str | None = None, args: Iterable[Any] | None = None,
-               configuration: dict[str, Any] | None = None, timeout: float | None = None) -> Job:
-        """Queue an invocation and return its job; ``wait`` for its result."""
-        return self._submit(tenant, path, source, function, args, configuration, timeout, None)
+               configuration: dict[str, Any] | None = None, timeout: float | None = None,
+               timeout_starts: str = "submit") -> Job:
+        """Queue an invocation and return its job; ``wait`` for its result.
+
+        ``timeout`` is the call's wall clock from submission (waiting for a
+        worker counts); ``timeout_starts="start"`` runs it from the moment the
+        call starts instead, for a producer that queues many calls at once
+        (``scriptvisor run --batch``) and wants each to get its whole timeout.
+        """
+        return self._submit(tenant, path, source, function, args, configuration, timeout, None,
+                            timeout_starts=timeout_starts)
 
     def wait(self, job: Job) -> Result:
         self.run_until(lambda: job.done)

@@ -718,13 +718,16 @@ class Supervisor:
         info["maxrss_kb"] = msg.stats.get("maxrss_kb")
         if "compile_ms" in msg.stats:
             info["compile_ms"] = msg.stats["compile_ms"]
-        result = Result(msg.ok, msg.result, msg.error, msg.logs, (now - job.submitted) * 1000.0, info)
+        began = job.started if job.clock_at_start else job.submitted
+        result = Result(msg.ok, msg.result, msg.error, msg.logs, (now - began) * 1000.0, info)
         if w.behind:
             # The worker sent this result and went on to the call queued
             # behind it: that one is running now, on its own deadline.
             nxt = w.behind.popleft()
             w.job = nxt
             nxt.started = now
+            if not nxt.deadline:  # its wall clock starts now
+                nxt.deadline = now + nxt.timeout
             nxt.timer = self.deadlines.at(nxt.deadline, lambda: self._on_job_deadline(nxt))
             self._finish(job, result)
             if w.alive and w.job is nxt:
@@ -839,7 +842,14 @@ class Supervisor:
     # ------------------------------------------------------------------ jobs
     def submit(self, tenant: str, *, path: str, source: str, function: str, args: list[Any],
                configuration: dict[str, Any] | None, timeout: float | None,
-               on_done: Callable[[Job], None] | None = None, debug_code: str | None = None) -> Job:
+               on_done: Callable[[Job], None] | None = None, debug_code: str | None = None,
+               timeout_starts: str = "submit") -> Job:
+        """Queue a call. Its wall clock (``timeout``) runs from submission, so
+        time waiting for a worker counts, unless ``timeout_starts="start"``:
+        then it runs from the moment the call starts (for a producer that
+        queues many calls on purpose and wants each to get its whole timeout)."""
+        if timeout_starts not in ("submit", "start"):
+            raise ValueError("timeout_starts must be 'submit' or 'start'")
         pool = self.pools.get(tenant) or self.configure_tenant(tenant)
         if timeout is None:
             timeout = pool.limits.timeout
@@ -866,6 +876,7 @@ class Supervisor:
             return self.refuse(tenant, refused, on_done)
         job = Job(tenant, path_json, fn_json, source_json, digest, args_json, config_json,
                   timeout, on_done, debug_code, now=self.clock())
+        job.clock_at_start = timeout_starts == "start"
         pool.last_used = job.submitted
         if not self.running:
             self._finish(job, Result.failure(EngineUnavailable("the engine is not accepting work")))
@@ -888,17 +899,18 @@ class Supervisor:
             self._finish(job, Result.failure(Overloaded(
                 f"tenant {tenant!r} has {len(pool.queue)} invocations waiting", retry_after=1)))
             return job
-        self._enqueue(pool, job, job.submitted + timeout)
+        self._enqueue(pool, job, 0.0 if job.clock_at_start else job.submitted + timeout)
         self._pipeline_any(pool)
         if pool.queue:
             self.manage_workers(pool)
         return job
 
     def _enqueue(self, pool: TenantPool, job: Job, deadline: float, front: bool = False) -> None:
-        """Queue ``job`` until ``deadline`` (the caller's wall clock covers waiting too)."""
+        """Queue ``job`` until ``deadline`` (the caller's wall clock covers waiting
+        too); 0: no deadline until it starts (``timeout_starts="start"``)."""
         job.deadline = deadline
         self.deadlines.cancel(job.timer)
-        job.timer = self.deadlines.at(deadline, lambda: self._on_queued_deadline(job))
+        job.timer = self.deadlines.at(deadline, lambda: self._on_queued_deadline(job)) if deadline else None
         if front:
             pool.queue.appendleft(job)
         else:
@@ -989,8 +1001,9 @@ class Supervisor:
                 queue.popleft()
                 continue
             t = typical.get(job.hash)
-            if job.debug_code is not None or job.deadline < last.deadline or t is None:
-                return
+            if job.debug_code is not None or t is None or (
+                    job.deadline and (not last.deadline or job.deadline < last.deadline)):
+                return  # (a fixed deadline never waits behind one not yet known)
             queue.popleft()
             self.deadlines.cancel(job.timer)
             job.timer = None
@@ -1022,7 +1035,7 @@ class Supervisor:
     def _send_invoke(self, w: WorkerHandle, job: Job) -> None:
         """Write ``job``'s frame to ``w``: the running call (``w.job``) or one behind it (``w.behind``)."""
         behind = job is not w.job
-        remaining = max(0.001, job.deadline - self.clock())
+        remaining = max(0.001, job.deadline - self.clock()) if job.deadline else job.timeout
         try:
             if job.debug_code is not None:
                 frame = wire.encode({"t": "debug_exec", "id": job.id, "code": job.debug_code},
@@ -1076,7 +1089,8 @@ class Supervisor:
         self.deadlines.cancel(job.timer)
         job.timer = None
         if not result.duration_ms:
-            result.duration_ms = (self.clock() - job.submitted) * 1000.0
+            began = job.started if job.clock_at_start and job.started else job.submitted
+            result.duration_ms = (self.clock() - began) * 1000.0
         job.result = result
         job.worker = None
         self.emit("job_done", tenant=job.tenant, job=job.id, code=result.code,

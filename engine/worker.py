@@ -168,7 +168,7 @@ class Job:
     __slots__ = (
         "id", "tenant", "path_json", "fn_json", "source_json", "hash", "args_json", "config_json",
         "timeout", "submitted", "deadline", "state", "worker", "result", "on_done",
-        "debug_code", "resent", "timer", "started",
+        "debug_code", "resent", "timer", "started", "clock_at_start",
     )
 
     def __init__(self, tenant: str, path_json: bytes, fn_json: bytes, source_json: bytes, digest: str,
@@ -197,6 +197,9 @@ class Job:
         self.timer: list[Any] | None = None
         #: when the worker began (or, pipelined, was free to begin) this call
         self.started = 0.0
+        #: the wall clock starts when the call starts, not at submission (a
+        #: producer that queues many calls on purpose, e.g. ``run --batch``)
+        self.clock_at_start = False
 
     def transition(self, new: JobState) -> None:
         self.state = _move(f"job {self.id}", _JOB_MOVES, self.state, new)

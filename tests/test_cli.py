@@ -145,6 +145,21 @@ def test_batch_runs_in_order_on_one_worker_and_resets_after_a_timeout() -> None:
     assert lines[3]["result"] == 1, "global_ is reset after a timeout"
 
 
+def test_batch_lines_each_get_their_whole_timeout_from_their_own_start(tmp_path: Path) -> None:
+    # All lines are queued at once (so short scripts can be pipelined); each
+    # line's --timeout still runs from its own start, not from the batch's.
+    script = tmp_path / "slow.py"
+    script.write_text("import time\n\ndef slow(n, callback):\n    t = time.monotonic()\n"
+                      "    while time.monotonic() - t < 0.3:\n        pass\n    callback(None, n)\n")
+    calls = tmp_path / "calls.jsonl"
+    calls.write_text("".join(f"[{n}]\n" for n in range(4)))
+    rc, out, err = sv("run", str(script), "--batch", str(calls), "--timeout", "0.8", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert rc == 0, (out, err)
+    assert [r["result"] for r in lines] == [0, 1, 2, 3]
+    assert all(r["duration_ms"] < 800 for r in lines), "duration is the line's own, not the batch's"
+
+
 def test_batch_bad_lines_get_a_structured_error_and_the_rest_still_run(tmp_path: Path) -> None:
     calls = tmp_path / "calls.jsonl"
     calls.write_text('[false]\nnot json\n{"a": 1}\n\n[false]\n')

@@ -476,3 +476,41 @@ def test_of_the_calls_behind_a_dead_workers_last_result_the_first_is_crash_and_t
         _answer_elsewhere(rig, worker, job)
     assert (c.result.result, d.result.result) == (3, 4)
     assert rig.count("job_requeued") == 2 and rig.count("job_requeued", job=b.id) == 0
+
+
+def test_a_call_whose_clock_starts_at_its_start_waits_in_the_queue_without_timing_out(rigs):
+    rig = rigs(auto=False, spares_per_tenant=0, limits=TenantLimits(timeout=1.0, max_concurrency=1))
+    running = rig.submit("acme", 1)
+    [worker] = rig.live()
+    queued = rig.sup.submit("acme", path="s.py", source="def s(x, callback):\n    callback(None, x)\n",
+                            function="s", args=[2], configuration={}, timeout=None, timeout_starts="start")
+    rig.advance(0.9)
+    worker.answer(running.id)
+    rig.settle()
+    assert running.result.ok and not queued.done  # dispatched at 0.9 s: its 1 s runs from there
+    rig.advance(0.9)
+    assert not queued.done
+    rig.advance(0.2)
+    assert queued.result.code == "timeout" and queued.result.error.get("phase") != "queued"
+    with pytest.raises(ValueError):
+        rig.sup.submit("acme", path="s.py", source="x", function="s", args=[], configuration={},
+                       timeout=None, timeout_starts="later")
+
+
+def test_a_pipelined_call_whose_clock_starts_at_its_start_gets_its_deadline_when_promoted(rigs):
+    rig, worker = _pipelining_rig(rigs, limits=TenantLimits(timeout=1.0, max_concurrency=1))
+    a = rig.submit("acme", 1)
+    b = rig.sup.submit("acme", path="s.py", source="def s(x, callback):\n    callback(None, x)\n",
+                       function="s", args=[2], configuration={}, timeout=None, timeout_starts="start")
+    rig.settle()
+    assert [m["id"] for m in worker.invokes[1:]] == [a.id, b.id]
+    frame = next(m for m in worker.invokes if m["id"] == b.id)
+    assert frame["timeout"] == 1.0
+    rig.advance(0.5)
+    worker.answer(a.id)
+    rig.settle()
+    rig.advance(0.9)
+    assert not b.done  # promoted at 0.5 s: its deadline is 1.5 s
+    worker.answer(b.id)
+    rig.settle()
+    assert b.result.ok and 899 < b.result.duration_ms < 901
