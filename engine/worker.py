@@ -146,6 +146,11 @@ class Channel:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return []
+        except ConnectionResetError:
+            # A peer that died with frames of ours unread: the kernel reports
+            # this instead of EOF, and only once everything it wrote was read.
+            self.eof = True
+            return None
         except OSError:
             return None
         if not data:
