@@ -43,6 +43,15 @@ Messages (``t``):
                            spawned     {worker, pid} | failed {worker, reason}
                            exited      {pid, status}           raw wait status
                            log         {level, message}
+
+Order is part of the contract.  A worker handles its frames one at a time, in
+the order received, and writes a call's ``result`` before it reads or starts
+the next one; the supervisor may send up to a few ``invoke`` frames ahead
+(pipelining) and relies on this: when a worker dies, every call after the
+first one without a result provably never started.  A worker keeps the last
+``SOURCE_CACHE`` sources it was sent, dropping the least recently used; the
+supervisor mirrors that cache, so it never sends ``source: null`` for a hash
+the worker no longer has (``need_source`` is a fallback, not a path).
 """
 
 from __future__ import annotations
