@@ -660,6 +660,20 @@ class Supervisor:
     def _on_worker_readable(self, w: WorkerHandle) -> None:
         if not w.alive:
             return
+        # The calls this batch of frames makes us send to ``w`` (the next
+        # ones, pipelined behind a result) go out in one write.
+        w.cork = []
+        try:
+            self._read_worker(w)
+        finally:
+            corked, w.cork = w.cork, None
+            if corked and w.alive:
+                if len(corked) == 1:
+                    self._write(w, corked[0][0], (corked[0][1],))
+                else:
+                    self._write(w, b"".join(f for f, _ in corked), [j for _, j in corked])
+
+    def _read_worker(self, w: WorkerHandle) -> None:
         try:
             messages = w.chan.read()
         except wire.FrameError as exc:
@@ -1064,20 +1078,29 @@ class Supervisor:
             w.transition(WorkerState.IDLE)
             self._worker_free(w)
             return
+        if w.cork is not None:
+            w.cork.append((frame, job))
+        else:
+            self._write(w, frame, (job,))
+
+    def _write(self, w: WorkerHandle, data: bytes, jobs: Any) -> None:
+        """Write the invoke frames of ``jobs`` (``data``) to ``w``."""
         try:
-            w.chan.send(frame)
+            w.chan.send(data)
         except (BrokenPipeError, ConnectionResetError):
-            # The worker died before it could read the call (killed while
+            # The worker died before it could read the calls (killed while
             # idle, its EOF not yet seen): the write found the peer gone, so
-            # the call provably never started. Run it on another worker.
-            if job.resent:  # need_source resend: the call may have been read
+            # they provably never started. Run them on another worker.
+            lost = [j for j in jobs if not j.done and j.worker is w]
+            if any(j.resent for j in lost):  # need_source resend: the call may have been read
                 self.kill_worker(w, "crash")
                 return
-            if behind:
-                w.behind.remove(job)
-            else:
-                w.job = None
-            self._requeue([job], w)
+            for job in lost:
+                if job is w.job:
+                    w.job = None
+                elif job in w.behind:
+                    w.behind.remove(job)
+            self._requeue(lost, w)
             self._worker_gone(w)
         except OSError as exc:
             self.kill_worker(w, "protocol_error", ProtocolError(f"worker stopped reading: {exc}"))

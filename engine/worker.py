@@ -219,7 +219,7 @@ _worker_ids = itertools.count(1)
 
 class WorkerHandle:
     __slots__ = (
-        "id", "tenant", "chan", "pid", "pidfd", "state", "job", "behind", "known_sources",
+        "id", "tenant", "chan", "pid", "pidfd", "state", "job", "behind", "cork", "known_sources",
         "spawned_at", "ready_at", "invocations", "got_ready", "exit_status",
         "exit_reason", "pending_crash", "timers", "boot_timings",
     )
@@ -236,6 +236,9 @@ class WorkerHandle:
         #: order: the worker starts each only after it has sent the result of
         #: the one before
         self.behind: deque[Job] = deque()
+        #: while the supervisor handles a batch of this worker's frames, the
+        #: invoke frames it answers with, written together afterwards (None: write at once)
+        self.cork: list[tuple[bytes, Job]] | None = None
         #: the worker's source cache, mirrored exactly (same capacity, same
         #: order of use): a source is sent only when the worker lacks it
         self.known_sources: OrderedDict[str, None] = OrderedDict()
