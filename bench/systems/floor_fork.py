@@ -9,6 +9,8 @@ multiples of them:
 * ``recycle_ms``: SIGKILL the child -> the parent has forked its replacement
   and read its ready byte (the request travels over a pipe, like a zygote's
   spawn frame; no confinement, no interpreter start);
+* ``warm_overhead_ms``: one round trip of a bare socketpair ping-pong, timed
+  in the parent (the two process wake-ups any call to another process pays);
 * ``cold_start_ms``: the same fork + ready for a child that never existed
   (the floor of a tenant's first call on a node);
 * ``sup_cpu_us_per_call`` / ``worker_cpu_us_per_call``: CPU of each side per
@@ -32,7 +34,7 @@ from .base import System, WatchdogExpired
 __all__ = ["FloorSystem"]
 
 _PARENT = r'''
-import os, signal, socket, sys, resource
+import os, signal, socket, sys, resource, time
 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 child = None
 link = None
@@ -83,6 +85,11 @@ for line in sys.stdin:
         ru = resource.getrusage(resource.RUSAGE_SELF); s1 = ru.ru_utime + ru.ru_stime
         link.sendall(b"q"); w1 = float(f.readline())
         out.write("%.9f %.9f\n" % ((s1 - s0) / n, (w1 - w0) / n))
+    elif cmd[0] == "rt":
+        t0 = time.perf_counter()
+        link.sendall(b"p")
+        link.recv(1)
+        out.write("%.9f\n" % (time.perf_counter() - t0))
     elif cmd[0] == "quit":
         break
 '''
@@ -91,8 +98,9 @@ for line in sys.stdin:
 class FloorSystem(System):
     name = "floor"
     requires = ()
-    figures = ("recycle", "cold", "cpu")
+    figures = ("warm", "recycle", "cold", "cpu")
     notes = {
+        "warm_overhead_ms": "one socketpair ping-pong (1 byte each way), timed in the floor parent",
         "recycle_ms": "bare os.fork() from a small single-threaded parent; child signals ready on a pipe",
         "sup_cpu_us_per_call": "socketpair ping-pong, 1 byte each way: parent CPU per round trip",
         "worker_cpu_us_per_call": "socketpair ping-pong, 1 byte each way: child CPU per round trip",
@@ -143,6 +151,9 @@ class FloorSystem(System):
         t0 = time.perf_counter()
         self.child = self._fork()
         return (time.perf_counter() - t0) * 1000.0
+
+    def warm(self) -> float:
+        return float(self._ask("rt")) * 1000.0
 
     def cold(self) -> dict[str, Any]:
         t0 = time.perf_counter()
