@@ -65,6 +65,8 @@ class OutputCapture:
         self.write(text if text.endswith("\n") else text + "\n")
 
     def lines(self) -> list[str]:
+        if not self._parts and not self._dropped:
+            return []  # the common case: the script printed and logged nothing
         text = "".join(self._parts)
         out = text.splitlines()
         # The byte cap alone allows ~64k empty lines; the supervisor refuses a
@@ -158,18 +160,24 @@ class Callback:
                                       **described, source="callback")
             return {"ok": False, "result": None, "error": error}
         try:
-            text = json.dumps(value, allow_nan=False, ensure_ascii=False,
-                              separators=(",", ":"), default=_json_default)
+            # An immutable scalar (the common case) is its own copy; its text is
+            # what the encoder would write, without the encoder's entry cost.
+            text = wire.scalar_json(value)
+            scalar = text is not None
+            if not scalar:
+                text = _value_json(value)
             # Strict UTF-8, inside the try: a lone surrogate ("\ud800") is valid
             # JSON text but not UTF-8, and frames to the supervisor are UTF-8.
-            size = len(text.encode("utf-8"))
+            size = len(text) if text.isascii() else len(text.encode("utf-8"))
         except (TypeError, ValueError, RecursionError, OverflowError) as exc:
             return _invalid_result(f"callback value is not JSON-serialisable: {errors._text(exc)}")
         if size > self._result_bytes:
             return _invalid_result(
                 f"callback value is {size} bytes of JSON; the limit is {self._result_bytes}",
                 size=size, limit=self._result_bytes)
-        return {"ok": True, "result": json.loads(text), "error": None}
+        # A container is copied through its JSON text: later changes by the
+        # script (it may keep a reference) do not reach the result.
+        return {"ok": True, "result": value if scalar else json.loads(text), "error": None}
 
     def _close(self) -> None:
         self._open = False
@@ -179,6 +187,12 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, guards.ReadOnlyMapping):
         return guards.thaw(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+#: ``json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"),
+#: default=_json_default)``, with the encoder built once instead of per call.
+_value_json = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"),
+                               default=_json_default).encode
 
 
 def _invalid_result(message: str, **details: Any) -> dict[str, Any]:
@@ -224,7 +238,10 @@ def _arity_problem(fn: types.FunctionType, name: str, given: int) -> str | None:
     code = fn.__code__
     if code.co_flags & 0x04:  # *args: any number binds
         return None
-    params = list(code.co_varnames[:code.co_argcount])
+    argcount = code.co_argcount
+    if argcount and argcount - 1 - len(fn.__defaults__ or ()) <= given < argcount:
+        return None  # binds (the per-call path: no lists built)
+    params = list(code.co_varnames[:argcount])
     if not params:
         return f"{name}() takes no parameters, but every script function takes callback as its last one"
     required = code.co_argcount - len(fn.__defaults__ or ())
@@ -316,6 +333,15 @@ class Runner:
             **{name: hook for name, (hook, _reason) in policy.GUARDS.items()},
             **errors.INJECTED_ERRORS,
         }
+        #: What ``_globals`` copies each call: the per-call names (set after the
+        #: copy) first, then the fixed ones; one dict copy instead of building
+        #: the dict and merging the fixed names into it.
+        self._scope_template: dict[str, Any] = {
+            "__builtins__": self._builtins, "__name__": None, "_print_": None, "callback": None,
+            "configuration": None, "global_": None, **self._fixed_globals,
+        }
+        #: Module ``__name__`` per script path (the file's stem).
+        self._stems: dict[str, str] = {}
         self._output_bytes = ctx.limits.output_bytes
         self._result_bytes = ctx.limits.result_bytes
         if sys.getrecursionlimit() > policy.RECURSION_LIMIT:
@@ -368,7 +394,11 @@ class Runner:
              args: list[Any] | None, configuration: dict[str, Any] | None,
              callback: Callback, capture: OutputCapture) -> dict[str, Any]:
         path = str(path)
-        stem = os.path.splitext(os.path.basename(path))[0]
+        stem = self._stems.get(path)
+        if stem is None:
+            if len(self._stems) >= policy.COMPILE_CACHE_SIZE:
+                self._stems.clear()
+            stem = self._stems[path] = os.path.splitext(os.path.basename(path))[0]
         function = function or stem
         code = self.compiled(path, source, source_hash)
         if isinstance(code, policy.CompileFailure):
@@ -418,13 +448,13 @@ class Runner:
 
     def _globals(self, stem: str, callback: Callback, configuration: dict[str, Any] | None,
                  capture: OutputCapture) -> dict[str, Any]:
-        scope: dict[str, Any] = {
-            "__builtins__": self._builtins,
-            "__name__": stem,
-            "_print_": lambda _getattr_=None: _PrintCollector(capture),
-            "callback": callback,
-            "configuration": guards.freeze(dict(configuration or {})),
-            "global_": self.global_,
-        }
-        scope.update(self._fixed_globals)
+        # Fresh for every invocation: module-level names never outlive a call
+        # (only global_ does), and configuration is a new frozen copy.
+        scope = self._scope_template.copy()
+        scope["__name__"] = stem
+        scope["_print_"] = lambda _getattr_=None: _PrintCollector(capture)
+        scope["callback"] = callback
+        scope["configuration"] = guards.freeze(
+            configuration if type(configuration) is dict else dict(configuration or {}))
+        scope["global_"] = self.global_
         return scope

@@ -59,6 +59,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+from json.encoder import encode_basestring as _encode_str
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,7 @@ __all__ = [
     "EXIT_PROTOCOL", "FrameDecoder", "FrameError", "HEADER", "MAX_ERROR_NAME", "MAX_ERROR_TEXT",
     "MAX_INBOUND_FRAME", "MAX_LOG_LINES", "VERSION", "WORKER_CODES", "ArgumentError",
     "HttpEndpoint", "WorkerLimits", "WorkerPolicy", "encode", "encode_arguments", "invoke_frame",
+    "scalar_json",
 ]
 
 MAGIC = b"SV"
@@ -201,6 +203,29 @@ def invoke_frame(job_id: int, timeout: float, digest: str, path_json: bytes, fn_
         b',"args":', args_json, b',"config":', config_json, b"}",
     ))
     return frame(payload, max_frame)
+
+
+def scalar_json(value: Any) -> str | None:
+    """The JSON text ``encode`` writes for ``value`` when it is an exact ``str``,
+    ``int``, ``bool``, ``None`` or finite ``float``; ``None`` for anything else.
+
+    The worker's per-call fast path (a callback value, a result frame): the
+    encoder's Python entry costs more than the text of a scalar.  The text is
+    what the C encoder writes for these types (``encode_basestring``, the
+    ``int``/``float`` reprs), so a frame built from it is the same bytes.
+    """
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is float and value - value == 0.0:  # finite: inf - inf and nan - nan are nan
+        return float.__repr__(value)
+    return None
 
 
 def json_bytes(value: Any) -> bytes:

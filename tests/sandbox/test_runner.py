@@ -529,3 +529,121 @@ def test_memory_error_names_the_memory_limit():
     err = error_of(out)
     assert err["name"] == "MemoryError"
     assert err["message"] == "out of memory: this worker's memory limit is 96 MiB (limits.memory_mb in tenant.toml)"
+
+
+# --------------------------------------------------------------------------- per-call fast paths
+# The runner takes shortcuts on the per-call path (scalar callback values,
+# the arity check, the globals template); these pin that the shortcuts give
+# what the general path gives.
+
+
+@pytest.mark.parametrize("expr, expected", [
+    ("'plain'", "plain"),
+    ("'q\"b\\\\s\\n\\x00\\u2028é' + chr(0x1F600)", "q\"b\\s\n\x00\u2028é\U0001F600"),
+    ("''", ""),
+    ("0", 0),
+    ("-7", -7),
+    ("10 ** 30", 10 ** 30),
+    ("1.5", 1.5),
+    ("-0.0", -0.0),
+    ("1e16", 1e16),
+    ("False", False),
+])
+def test_callback_scalar_values_come_back_as_given(run, expr, expected):
+    out = run(f"""
+        def script(callback):
+            callback(None, {expr})
+    """)
+    assert out == {"ok": True, "result": expected, "error": None, "logs": []}
+    assert type(out["result"]) is type(expected)
+    assert str(out["result"]) == str(expected)  # -0.0 keeps its sign
+
+
+@pytest.mark.parametrize("value, size", [
+    ("'é' * 4", 10), ("'é' * 5", 12), ("12345678", 8), ("123456789012", 12), ("[1, 2, 3, 4]", 9),
+])
+def test_result_limit_counts_utf8_bytes_of_json(value, size):
+    runner = make_runner(result_bytes=10)
+    out = invoke(runner, f"""
+        def script(callback):
+            callback(None, {value})
+    """)
+    if size <= 10:
+        assert out["ok"], out
+    else:
+        err = error_of(out)
+        assert err["code"] == "invalid_result" and err["size"] == size and err["limit"] == 10
+
+
+@pytest.mark.parametrize("value", ["chr(0xD800)", "['ok', chr(0xDFFF)]", "float('inf')", "-float('inf')",
+                                   "[float('nan')]", "10 ** 5000"])
+def test_values_json_or_utf8_cannot_carry_are_invalid_results(run, value):
+    err = error_of(run(f"""
+        def script(callback):
+            callback(None, {value})
+    """))
+    assert err["code"] == "invalid_result"
+    assert err["message"].startswith("callback value is not JSON-serialisable: ")
+
+
+def test_container_result_is_copied_when_callback_is_called(run):
+    out = run("""
+        def script(callback):
+            value = {"list": [1]}
+            callback(None, value)
+            value["list"].append(2)
+            value["late"] = True
+    """)
+    assert out["result"] == {"list": [1]}
+
+
+def test_module_functions_and_configuration_are_new_objects_each_invocation(runner):
+    source = """
+        def script(callback):
+            seen = "script" in global_
+            same = [seen and global_["script"] is script,
+                    seen and global_["configuration"] is configuration,
+                    seen and global_["configuration"] == configuration]
+            global_["script"] = script
+            global_["configuration"] = configuration
+            callback(None, same)
+    """
+    assert invoke(runner, source, configuration={"A": 1})["result"] == [False, False, False]
+    assert invoke(runner, source, configuration={"A": 1})["result"] == [False, False, True]
+
+
+def test_function_kept_in_global_keeps_its_own_module_names(runner):
+    source = """
+        marker = configuration["M"]
+        def helper():
+            return marker
+        def script(callback):
+            if "helper" not in global_:
+                global_["helper"] = helper
+            callback(None, [global_["helper"](), helper()])
+    """
+    assert invoke(runner, source, configuration={"M": "one"})["result"] == ["one", "one"]
+    assert invoke(runner, source, configuration={"M": "two"})["result"] == ["one", "two"]
+
+
+@pytest.mark.parametrize("params", [
+    "callback", "a, callback", "a, b, callback", "a, b=1, callback=None", "a=1, callback=None",
+    "a, b=1, c=2, callback=None", "a, *rest", "*rest", "", "a=1, b=2",
+])
+@pytest.mark.parametrize("given", [0, 1, 2, 3, 4])
+def test_arity_check_agrees_with_python_binding(params, given):
+    import inspect
+
+    namespace: dict[str, object] = {}
+    exec(f"def f({params}): pass", namespace)  # noqa: S102 - test-defined signature
+    fn = namespace["f"]
+    try:
+        inspect.signature(fn).bind(*range(given), "callback")
+        binds = True
+    except TypeError:
+        binds = False
+    from scriptvisor.sandbox.runner import _arity_problem
+    problem = _arity_problem(fn, "f", given)
+    # Only the callback-last rule is stricter than Python: a signature with no
+    # parameter for the callback is refused even when Python could bind it.
+    assert (problem is None) == (binds and (bool(fn.__code__.co_argcount) or "*" in params)), problem
