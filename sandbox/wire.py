@@ -115,8 +115,22 @@ WORKER_CODES = frozenset(
 # -- frames -------------------------------------------------------------------
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
+_scan_once = json.JSONDecoder().scan_once
 _pack = HEADER.pack
 _HSIZE = HEADER.size
+
+
+def _parse(text: str) -> Any:
+    """``json.loads(text)``: the C scanner directly when the text is one bare
+    value (what every encoder here writes), ``json.loads`` for anything else
+    (surrounding whitespace, or the error it raises)."""
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return _loads(text)
+    if end != len(text):
+        return _loads(text)
+    return value
 
 
 class FrameError(Exception):
@@ -274,11 +288,11 @@ class FrameDecoder:
             end = _HSIZE + self._need
             if len(buf) < end:
                 return out
-            payload = bytes(buf[_HSIZE:end])
+            payload = buf[_HSIZE:end]
             del buf[:end]
             self._need = 0
             try:
-                message = _loads(payload.decode("utf-8"))
+                message = _parse(payload.decode("utf-8"))
             except (UnicodeDecodeError, ValueError, RecursionError):
                 raise FrameError("bad_json", "frame payload is not valid UTF-8 JSON") from None
             if type(message) is not dict or type(message.get("t")) is not str:

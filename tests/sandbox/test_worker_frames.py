@@ -66,3 +66,32 @@ def test_oversized_ok_outcome_falls_back_to_an_error_frame():
     assert message["ok"] is False and message["error"]["code"] == "invalid_result"
     assert "exceeds 1000" in message["error"]["message"]
     assert message["logs"] == ["l"] * 50
+
+
+# --------------------------------------------------------------------------- decoding
+# FrameDecoder parses a payload with the JSON scanner directly and falls back
+# to json.loads; it accepts and refuses exactly what json.loads does.
+
+
+@pytest.mark.parametrize("payload", [
+    '{"t":"x"}', ' {"t":"x"} ', '{"t":"x"}\n', '\ufeff{"t":"x"}', '{"t":"x"}x', '{"t":"x"}{}',
+    '{"t":', '{"t":"x","t":"y"}', '{"t":1e400}', '{"t":"x","n":NaN}', '[1]', '"t"',
+    '{"t":"\\ud800"}', "[" * 100000 + "]" * 100000,
+])
+def test_decoder_accepts_what_json_loads_accepts(payload):
+    import json
+    import struct
+
+    raw = payload.encode("utf-8", "surrogatepass")
+    frame = struct.pack(">2sBBI", b"SV", wire.VERSION, ord("J"), len(raw)) + raw
+    try:
+        expected: Any = json.loads(payload)
+    except (ValueError, RecursionError):
+        expected = "bad_json"
+    if expected != "bad_json" and (type(expected) is not dict or type(expected.get("t")) is not str):
+        expected = "bad_message"
+    try:
+        got: Any = wire.FrameDecoder(1 << 20).feed(frame)[0]
+    except wire.FrameError as exc:
+        got = exc.reason
+    assert got == expected
