@@ -246,7 +246,7 @@ class AsyncEngine(_Base):
         ready = loop.create_future()
 
         def on_event(ev: dict[str, Any]) -> None:
-            if ev["event"] == "zygote_ready" and not ready.done():
+            if ev["event"] == "zygote_ready" and ev.get("flavour") == "slim" and not ready.done():
                 ready.set_result(True)
 
         self._sup.listeners.append(on_event)

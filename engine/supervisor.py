@@ -6,8 +6,14 @@ It is the glue of four parts, each with one job:
   deadline, a queued job's, a retiring worker's grace period, an idle
   worker's age, the zygote's restart) is an entry carrying its own action;
   the reactor's single timer is armed at the earliest one.
-* ``engine.zygote_link.ZygoteLink``: the zygote's process and channel, its
-  ``hello``, its restart with exponential back-off.
+* ``engine.zygote_link.ZygoteLink``: a zygote's process and channel, its
+  ``hello``, its restart with exponential back-off.  One link per set of
+  preloaded extras (``wire.EXTRAS``, the network database drivers): the slim
+  zygote (``self.zygote``, started with the engine) forks the workers of
+  tenants that declare no postgres/mysql database; a tenant that declares
+  one is routed to the zygote of its set, started when such a tenant is
+  first configured (``_link``).  Each link restarts on its own; its death
+  takes only the workers it forked.
 * ``engine.pools.Pools``: per-tenant bookkeeping (workers, idle stack,
   queue), the spares rule, the global cap and who is evicted for it.
 * this module: job dispatch and accounting, and the worker lifecycle in
@@ -157,8 +163,10 @@ class Supervisor:
         self.deadlines = Deadlines(clock, self._arm)
         self.pools = Pools(config.limits, spares=config.spares_per_tenant,
                            max_workers=config.max_workers, clock=clock)
-        self.zygote = ZygoteLink(reactor, self.deadlines, starter=starter,
-                                 on_message=self._on_zygote_message, on_exit=self._on_zygote_exit)
+        self.starter = starter
+        self.zygote = self._make_link(())
+        #: every zygote link by the extras it preloads; ``()`` is ``self.zygote``
+        self.zygotes: dict[tuple[str, ...], ZygoteLink] = {(): self.zygote}
         self.workers: dict[int, WorkerHandle] = {}   # by worker id, all not DEAD
         self.by_pid: dict[int, WorkerHandle] = {}    # until the zygote reports the exit
         self.state = SupervisorState.NEW
@@ -189,6 +197,27 @@ class Supervisor:
     def available(self) -> bool:
         """Accepting work and able to start workers now (what ``/readyz`` reports)."""
         return self.running and self.zygote.ready
+
+    def _make_link(self, extras: tuple[str, ...]) -> ZygoteLink:
+        link: ZygoteLink = ZygoteLink(
+            self.reactor, self.deadlines, starter=self.starter, extras=extras,
+            on_message=lambda msg: self._on_zygote_message(link, msg),
+            on_exit=lambda status: self._on_zygote_exit(link, status))
+        return link
+
+    @staticmethod
+    def _extras(pool: TenantPool) -> tuple[str, ...]:
+        return wire.extras_for(d.driver for d in pool.databases)
+
+    def _link(self, pool: TenantPool, start: bool = True) -> ZygoteLink:
+        """The zygote link that forks ``pool``'s workers, started if it never was."""
+        extras = self._extras(pool)
+        link = self.zygotes.get(extras)
+        if link is None:
+            link = self.zygotes[extras] = self._make_link(extras)
+        if start and not link.enabled and self.state is SupervisorState.RUNNING:
+            link.start()
+        return link
 
     def _arm(self, when: float | None) -> None:
         self.reactor.call_at(when, self.deadlines.fire)
@@ -221,8 +250,10 @@ class Supervisor:
                 self.egress = Egress(self.config.state_dir, self.config.uid_base).start()
         self.zygote.start()
         self._move(SupervisorState.RUNNING)
+        for pool in self.pools:
+            self._link(pool)
 
-    def _on_zygote_message(self, msg: dict[str, Any]) -> None:
+    def _on_zygote_message(self, link: ZygoteLink, msg: dict[str, Any]) -> None:
         kind = msg["t"]
         if kind == "spawned":
             self._on_spawned(msg.get("worker"), msg.get("pid"))
@@ -231,27 +262,35 @@ class Supervisor:
         elif kind == "failed":
             self._on_spawn_failed(msg.get("worker"), str(msg.get("reason")))
         elif kind == "hello":
-            self.emit("zygote_ready", pid=msg.get("pid"), layers=self.zygote.layers)
+            self.emit("zygote_ready", pid=msg.get("pid"), layers=link.layers, flavour=link.flavour,
+                      **link.size)
             if self.running:
                 for pool in self.pools:
                     self.manage_workers(pool)
         elif kind == "log":
             level = getattr(logging, str(msg.get("level", "info")).upper(), logging.INFO)
-            log.log(level, "zygote: %s", msg.get("message"))
+            log.log(level, "%s zygote: %s", link.flavour, msg.get("message"))
 
-    def _on_zygote_exit(self, status: int | None) -> None:
-        """The zygote is gone; its workers die with it (PDEATHSIG). The link restarts it."""
-        self.emit("zygote_exit", status=status)
+    def _on_zygote_exit(self, link: ZygoteLink, status: int | None) -> None:
+        """A zygote is gone; its workers die with it (PDEATHSIG). The link restarts it."""
+        self.emit("zygote_exit", status=status, flavour=link.flavour)
         for w in list(self.workers.values()):
-            self.kill_worker(w, "zygote_exit", Crash("the worker's parent (zygote) died", status=status))
-        self.by_pid.clear()
-        if self.running and self.zygote.deaths > 1:
+            if w.extras == link.extras:
+                self.kill_worker(w, "zygote_exit", Crash("the worker's parent (zygote) died", status=status))
+        for pid, w in list(self.by_pid.items()):
+            if w.extras == link.extras:
+                del self.by_pid[pid]
+        if self.running and link.deaths > 1:
             # Not a blip: the restart waits out a back-off. Callers get a
             # clear answer now instead of waiting in a queue for it.
-            self._fail_all_queued(self._unavailable())
+            err = self._unavailable(link)
+            for pool in self.pools:
+                if self._extras(pool) == link.extras:
+                    while pool.queue:
+                        self._finish(pool.queue.popleft(), Result.failure(err))
 
-    def _unavailable(self) -> EngineUnavailable:
-        retry = self.zygote.retry_after()
+    def _unavailable(self, link: ZygoteLink) -> EngineUnavailable:
+        retry = link.retry_after()
         return EngineUnavailable(f"the engine's zygote is restarting; retry in {retry:g} s",
                                  retry_after=retry)
 
@@ -265,7 +304,13 @@ class Supervisor:
             raise ValueError(problem)
         pool = self.pools.get(name)
         changed_http = pool is not None and http is not None and tuple(http) != pool.http
+        old_extras = self._extras(pool) if pool is not None else None
         pool = self.pools.configure(name, limits, data_dir, http, databases, egress)
+        if old_extras is not None and old_extras != self._extras(pool):
+            # Its next workers come from another zygote: the old one's standby goes.
+            self._drop_standby(self.zygotes.get(old_extras), name)
+        if self.running:
+            self._link(pool)  # a tenant declaring a database: its zygote starts now
         if changed_http and pool.workers:
             # A changed [[http]] declaration must hold for the next call, not
             # whenever the tenant's current workers happen to be recycled.
@@ -290,11 +335,14 @@ class Supervisor:
         if pool.removed and not pool.workers and not pool.queue:
             if self.pools.by_name.get(pool.name) is pool:
                 del self.pools.by_name[pool.name]
-            if self.zygote.ready:
-                try:
-                    self.zygote.send(wire.encode({"t": "drop_standby", "tenant": pool.name}))
-                except OSError:
-                    pass
+            self._drop_standby(self._link(pool, start=False), pool.name)
+
+    def _drop_standby(self, link: ZygoteLink | None, tenant: str) -> None:
+        if link is not None and link.ready:
+            try:
+                link.send(wire.encode({"t": "drop_standby", "tenant": tenant}))
+            except OSError:
+                pass
 
     def _policy(self, pool: TenantPool, worker_id: int) -> WorkerPolicy:
         uid = gid = None
@@ -327,11 +375,13 @@ class Supervisor:
 
     # ------------------------------------------------------------------ workers
     def spawn_worker(self, pool: TenantPool) -> WorkerHandle | None:
-        if not self.zygote.ready:
+        link = self._link(pool)
+        if not link.ready:
             return None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         chan = Channel(ours, self.config.max_frame)
         w = WorkerHandle(pool.name, chan, self.clock())
+        w.extras = link.extras
         policy = self._policy(pool, w.id)
         fd = chan.fd
         chan.want_write = lambda on: (self.reactor.add_writer(fd, chan.flush) if on
@@ -341,7 +391,7 @@ class Supervisor:
         self.reactor.add_reader(fd, lambda: self._on_worker_readable(w))
         frame = wire.encode({"t": "spawn", "worker": w.id, "policy": policy.to_wire()})
         try:
-            self.zygote.send(frame, os.dup(theirs.fileno()))
+            link.send(frame, os.dup(theirs.fileno()))
         except OSError:
             # The zygote is gone; its EOF restarts it and respawns workers.
             theirs.close()
@@ -561,12 +611,9 @@ class Supervisor:
         if pool is not None:
             pool.forget(w)
         self.emit("worker_exit", tenant=w.tenant, worker=w.id, pid=w.pid, reason=reason)
-        if pool is not None and reason == "evicted" and not pool.workers and self.zygote.ready:
+        if pool is not None and reason == "evicted" and not pool.workers:
             # The tenant lost its last worker to make room: its standby goes too.
-            try:
-                self.zygote.send(wire.encode({"t": "drop_standby", "tenant": pool.name}))
-            except OSError:
-                pass
+            self._drop_standby(self.zygotes.get(w.extras), pool.name)
         if pool is not None and self.running:
             self._drain_queue(pool)
             if reason in REPLACED:
@@ -816,14 +863,14 @@ class Supervisor:
         target, which after an external kill of several idle workers means
         waiting for the last one's death to be noticed.
         """
-        if not self.zygote.ready or pool.booting_fails or pool.removed:
+        if pool.booting_fails or pool.removed or not self._link(pool).ready:
             return
         if self.pools.replacement_fits(pool) and self._make_room(pool):
             self.spawn_worker(pool)
 
     def manage_workers(self, pool: TenantPool) -> None:
         """Keep busy + queued + spares workers for the tenant, within its limits and the cap."""
-        if not self.running or not self.zygote.ready or pool.booting_fails:
+        if not self.running or pool.booting_fails or not self._link(pool).ready:
             return
         if pool.removed:
             if not pool.queue:
@@ -895,8 +942,9 @@ class Supervisor:
         if not self.running:
             self._finish(job, Result.failure(EngineUnavailable("the engine is not accepting work")))
             return job
-        if self.zygote.backing_off:
-            self._finish(job, Result.failure(self._unavailable()))
+        link = self._link(pool)
+        if link.backing_off:
+            self._finish(job, Result.failure(self._unavailable(link)))
             return job
         if pool.booting_fails:
             pool.boot_failures = MAX_BOOT_FAILURES - 1  # one more try for a new request
@@ -1148,7 +1196,8 @@ class Supervisor:
         self._move(SupervisorState.STOPPED)
         for w in list(self.workers.values()):
             self.kill_worker(w, "shutdown", EngineUnavailable("the engine stopped"))
-        self.zygote.stop()
+        for link in self.zygotes.values():
+            link.stop()
         self.by_pid.clear()
         self.deadlines.clear()
         self.dbsessions.close()
@@ -1175,6 +1224,10 @@ class Supervisor:
                 "zygote_pid": self.zygote.pid if self.zygote.chan is not None else None,
                 "zygote": {"state": self.zygote.state.value, "deaths": self.zygote.deaths,
                            "restarts": self.zygote.restarts},
+                "zygotes": {link.flavour: {"pid": link.pid if link.chan is not None else None,
+                                           "state": link.state.value, "deaths": link.deaths,
+                                           "restarts": link.restarts, **link.size}
+                            for link in self.zygotes.values()},
                 "layers": self.layers, "tenants": tenants, "counters": dict(self.counters),
                 "workers_alive": len(self.workers), "deadlines": len(self.deadlines)}
 

@@ -221,7 +221,7 @@ class WorkerHandle:
     __slots__ = (
         "id", "tenant", "chan", "pid", "pidfd", "state", "job", "behind", "cork", "known_sources",
         "spawned_at", "ready_at", "invocations", "got_ready", "exit_status",
-        "exit_reason", "pending_crash", "timers", "boot_timings",
+        "exit_reason", "pending_crash", "timers", "boot_timings", "extras",
     )
 
     def __init__(self, tenant: str, chan: Channel, now: float | None = None) -> None:
@@ -253,6 +253,8 @@ class WorkerHandle:
         #: cancelled when it dies, so nothing keeps a dead worker alive.
         self.timers: list[Any] = []
         self.boot_timings: dict[str, float] = {}
+        #: the preloaded extras of the zygote that forked it (its link: Supervisor.zygotes)
+        self.extras: tuple[str, ...] = ()
 
     def transition(self, new: WorkerState) -> None:
         self.state = _move(f"worker {self.id}", _WORKER_MOVES, self.state, new)

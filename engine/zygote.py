@@ -9,7 +9,11 @@ Contract
 * **Preloads** RestrictedPython, the runner, every facade and the confinement
   module, compiles a warm-up script, then ``gc.freeze()``s so forked workers
   share those pages copy-on-write and do not dirty them with GC bookkeeping.
-  Then it says ``hello`` with the confinement layers it can provide.
+  The first frame it reads (``preload {extras}``) names what it holds beyond
+  that (``wire.EXTRAS``: network database drivers): the supervisor runs one
+  zygote per set of extras, the slim one (none) for tenants without such
+  databases, so their workers do not inherit psycopg.  Then it says ``hello``
+  with the confinement layers it can provide, its extras, and its size.
 * **On ``spawn``** (a frame plus the worker's socket passed as SCM_RIGHTS) it
   calls ``confine.prepare(policy)``, forks, answers ``spawned {worker, pid}``
   and closes its copy of the socket.  The supervisor now holds the only other
@@ -66,6 +70,8 @@ class Zygote:
         self.want_standby: dict[str, WorkerPolicy] = {}  # tenant -> policy, forked after replies
         self.standby_seq = 0
         self.last_error = ""
+        self.extras: tuple[str, ...] = ()   # wire.EXTRAS this zygote preloads
+        self.early: list[dict[str, Any]] = []  # frames that came with the preload frame
 
     # -- plumbing ---------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -78,12 +84,29 @@ class Zygote:
             pass
 
     # -- preload ----------------------------------------------------------
+    def read_preload(self) -> bool:
+        """Block for the supervisor's first frame, ``preload {extras}``. False on EOF."""
+        while True:
+            data, fds, _flags, _addr = socket.recv_fds(self.ctl, 65536, 64)
+            self.fds.extend(fds)
+            if not data:
+                return False
+            messages = self.decoder.feed(data)
+            if messages:
+                break
+        first, self.early = messages[0], messages[1:]
+        extras = first.get("extras") if first.get("t") == "preload" else None
+        if type(extras) is not list or not set(extras) <= set(wire.EXTRAS):
+            raise SystemExit(f"zygote: expected a preload frame first, got {first!r:.200}")
+        self.extras = wire.extras_for(extras)
+        return True
+
     def preload(self) -> None:
         import scriptvisor.sandbox.runner  # noqa: F401 - the point is to import it now
         import scriptvisor.sandbox.worker  # noqa: F401
         from scriptvisor.sandbox import facades
 
-        failed = facades.preload()
+        failed = facades.preload(self.extras)
         for name in failed:
             self.log("warning", f"facade {name!r} failed to load; scripts cannot import it")
         try:
@@ -119,6 +142,12 @@ class Zygote:
         except wire.FrameError as exc:
             os.close(fd)
             self.send({"t": "failed", "worker": worker_id, "reason": f"bad policy: {exc.message}"})
+            return
+        missing = set(policy.extras()) - set(self.extras)
+        if missing:  # the supervisor routes by extras: a bug, refused rather than imported late
+            os.close(fd)
+            self.send({"t": "failed", "worker": worker_id,
+                       "reason": f"this zygote does not preload {', '.join(sorted(missing))}"})
             return
         tenant = policy.tenant
         sb = self.standbys.pop(tenant, None)
@@ -299,7 +328,10 @@ class Zygote:
         if not data:
             self.running = False
             return
-        for msg in self.decoder.feed(data):
+        self.handle_messages(self.decoder.feed(data))
+
+    def handle_messages(self, messages: list[dict[str, Any]]) -> None:
+        for msg in messages:
             kind = msg["t"]
             if kind == "spawn":
                 self.spawn(msg)
@@ -318,8 +350,13 @@ class Zygote:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the supervisor decides when we stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C in a terminal reaches the whole group
         signal.signal(signal.SIGHUP, signal.SIG_IGN)   # the server's log-reopen signal, if sent to the group
+        if not self.read_preload():
+            return 0
         self.preload()
-        self.send({"t": "hello", "pid": os.getpid(), "layers": self.layers})
+        self.send({"t": "hello", "pid": os.getpid(), "layers": self.layers, "extras": list(self.extras),
+                   "modules": len(sys.modules), "rss_kb": _rss_kb()})
+        self.handle_messages(self.early)
+        self.early = []
         sel = selectors.DefaultSelector()
         sel.register(self.ctl, selectors.EVENT_READ, "ctl")
         sel.register(rpipe, selectors.EVENT_READ, "sig")
@@ -338,6 +375,17 @@ class Zygote:
                 self.make_standbys()
         self.kill_all()
         return 0
+
+
+def _rss_kb() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

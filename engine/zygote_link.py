@@ -13,6 +13,10 @@ then after an exponentially growing delay (``BACKOFF_FIRST`` doubling up to
 ``BACKOFF_RESET`` seconds resets the series.  The link never gives up: a host
 that heals (memory freed, a file restored) gets its engine back by itself.
 ``retry_after()`` tells callers refused meanwhile when to come back.
+
+A link serves one set of preloaded extras (``wire.EXTRAS``, its zygote's
+"flavour"; the first frame it sends is ``preload {extras}``): the supervisor
+keeps one link per set in use, each with its own restarts and back-off.
 """
 
 from __future__ import annotations
@@ -77,7 +81,8 @@ class ZygoteLink:
     def __init__(self, reactor: Any, deadlines: Deadlines, *,
                  starter: Callable[[int], ZygoteProcess] = popen_zygote,
                  on_message: Callable[[dict[str, Any]], None],
-                 on_exit: Callable[[int | None], None]) -> None:
+                 on_exit: Callable[[int | None], None], extras: tuple[str, ...] = ()) -> None:
+        self.extras = tuple(extras)
         self.reactor = reactor
         self.deadlines = deadlines
         self.clock = deadlines.clock
@@ -88,6 +93,8 @@ class ZygoteLink:
         self.process: ZygoteProcess | None = None
         self.chan: Channel | None = None
         self.layers: dict[str, Any] = {}
+        #: what the zygote said of itself in its hello (modules, rss_kb)
+        self.size: dict[str, Any] = {}
         self.deaths = 0               # deaths in the current series
         self.restarts = 0             # restarts ever (a counter for stats)
         self.hello_at: float | None = None
@@ -98,6 +105,11 @@ class ZygoteLink:
     @property
     def ready(self) -> bool:
         return self.state is LinkState.READY
+
+    @property
+    def flavour(self) -> str:
+        """``slim``, or the extras it preloads joined by ``+`` (for logs and stats)."""
+        return "+".join(self.extras) or "slim"
 
     @property
     def pid(self) -> int | None:
@@ -132,7 +144,7 @@ class ZygoteLink:
         except OSError as exc:
             ours.close()
             theirs.close()
-            log.error("cannot start the zygote: %s", exc)
+            log.error("cannot start the %s zygote: %s", self.flavour, exc)
             self._died(None)
             return
         theirs.close()
@@ -143,6 +155,10 @@ class ZygoteLink:
         self.chan = chan
         self.state = LinkState.STARTING
         self.reactor.add_reader(fd, self._on_readable)
+        try:
+            chan.send(wire.encode({"t": "preload", "extras": list(self.extras)}))
+        except OSError:
+            pass  # gone already: its EOF is read next and restarts it
 
     def send(self, frame: bytes, fd: int | None = None) -> None:
         """Queue a frame (and a passed fd) for the zygote. ``OSError`` when it is gone."""
@@ -176,6 +192,7 @@ class ZygoteLink:
                 self.hello_at = self.clock()
                 layers = msg.get("layers")
                 self.layers = layers if type(layers) is dict else {}
+                self.size = {k: msg[k] for k in ("modules", "rss_kb") if type(msg.get(k)) is int}
             self.on_message(msg)
 
     def _close_channel(self) -> None:
@@ -208,10 +225,10 @@ class ZygoteLink:
             return
         delay = self.backoff(self.deaths)
         if delay:
-            log.error("zygote died %d times in a row (status %s); restarting it in %.2f s",
-                      self.deaths, status, delay)
+            log.error("%s zygote died %d times in a row (status %s); restarting it in %.2f s",
+                      self.flavour, self.deaths, status, delay)
         else:
-            log.warning("zygote exited (status %s); restarting it", status)
+            log.warning("%s zygote exited (status %s); restarting it", self.flavour, status)
         self.restarts += 1
         self.restart = self.deadlines.after(delay, self.start)
 

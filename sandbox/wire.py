@@ -36,10 +36,12 @@ Messages (``t``):
                            need_source {id}                    hash not cached: resend with source
                            db_session  {driver, name, session, started}  a database session it opened
                                                                (engine.dbsessions ends it if the worker dies)
-    supervisor -> zygote   spawn       {worker, policy}        + the worker's socket (SCM_RIGHTS)
+    supervisor -> zygote   preload     {extras}                first frame: what to preload beyond
+                                                               the facades (``EXTRAS``: drivers)
+                           spawn       {worker, policy}        + the worker's socket (SCM_RIGHTS)
                            drop_standby {tenant}               the tenant lost its last worker
                            stop        {}
-    zygote -> supervisor   hello       {pid, layers}           preloaded, ready to fork
+    zygote -> supervisor   hello       {pid, layers, extras, modules, rss_kb}  preloaded, ready to fork
                            spawned     {worker, pid} | failed {worker, reason}
                            exited      {pid, status}           raw wait status
                            log         {level, message}
@@ -67,8 +69,8 @@ __all__ = [
     "DEFAULT_MAX_FRAME", "EXIT_BOOT_ERROR", "EXIT_CONFINEMENT_FAILED", "EXIT_NAMES", "EXIT_OK",
     "EXIT_PROTOCOL", "FrameDecoder", "FrameError", "HEADER", "MAX_ERROR_NAME", "MAX_ERROR_TEXT",
     "MAX_INBOUND_FRAME", "MAX_LOG_LINES", "VERSION", "WORKER_CODES", "ArgumentError",
-    "HttpEndpoint", "WorkerLimits", "WorkerPolicy", "encode", "encode_arguments", "invoke_frame",
-    "scalar_json",
+    "EXTRAS", "HttpEndpoint", "WorkerLimits", "WorkerPolicy", "encode", "encode_arguments", "extras_for",
+    "invoke_frame", "scalar_json",
 ]
 
 MAGIC = b"SV"
@@ -430,6 +432,10 @@ class WorkerPolicy:
                                    limits=WorkerLimits.from_wire(policy.limits),
                                    databases=tuple(policy.databases))
 
+    def extras(self) -> tuple[str, ...]:
+        """What the zygote forking this worker must hold beyond the facades (``extras_for``)."""
+        return extras_for(str(d.get("driver")) for d in self.databases)
+
     def replace(self, **changes: Any) -> "WorkerPolicy":
         return dataclasses.replace(self, **changes)
 
@@ -438,6 +444,19 @@ class WorkerPolicy:
         data = self.to_wire()
         del data["worker_id"], data["scratch_dir"]
         return json.dumps(data, sort_keys=True)
+
+
+#: What a zygote preloads beyond every facade, each only for the workers that
+#: need it: the network database drivers of ``sandbox.facades.db`` (psycopg
+#: alone is ~120 modules and ~11 MiB).  A zygote holds one set of extras (its
+#: "flavour"; the empty set is the slim zygote) and forks only workers whose
+#: ``WorkerPolicy.extras()`` it covers: workers cannot import after confinement.
+EXTRAS = ("mysql", "postgres")
+
+
+def extras_for(drivers: Any) -> tuple[str, ...]:
+    """The extras (sorted) for declared databases of these drivers (sqlite needs none)."""
+    return tuple(sorted(set(drivers) & set(EXTRAS)))
 
 
 def _from_wire(cls: Any, data: Any, what: str) -> Any:

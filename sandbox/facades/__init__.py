@@ -6,7 +6,11 @@ object it receives.  A facade is an instance of a plain class (or a
 an object from which a module, frame, code object or function ``__globals__``
 is reachable through a public attribute.  Names not listed here cannot be
 imported.  Facades are loaded lazily and cached; the zygote preloads all of
-them so forked workers never import after confinement.
+them so forked workers never import after confinement.  The network database
+drivers behind ``postgres`` and ``mysql`` are not part of a facade's import:
+they are ``wire.EXTRAS``, preloaded only by the zygote of tenants that declare
+such a database (``preload(extras)``); the facade objects themselves are
+always there, so an undeclared database is the same ``NotAllowed`` anywhere.
 """
 
 from __future__ import annotations
@@ -55,12 +59,18 @@ def load(name: str) -> Any:
     return obj
 
 
-def preload() -> list[str]:
-    """Import every facade now (in the zygote). Returns names that failed to load."""
+def preload(extras: tuple[str, ...] = ()) -> list[str]:
+    """Import every facade now (in the zygote), and the drivers named in ``extras``
+    (``wire.EXTRAS``). Returns names that failed to load."""
     failed = []
     for name in FACADES:
         try:
             load(name)
         except Exception:
             failed.append(name)
+    for kind in extras:
+        try:
+            importlib.import_module("scriptvisor.sandbox.facades.db").load_driver(kind)
+        except Exception:
+            failed.append(f"{kind} driver")
     return failed

@@ -65,6 +65,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import gc
+import importlib
 import math
 import os
 import re
@@ -73,14 +74,6 @@ import time
 import uuid
 import weakref
 from typing import Any, Callable
-
-import psycopg
-import psycopg.errors
-import psycopg.rows
-import pymysql
-import pymysql.constants.CLIENT
-import pymysql.cursors
-import pymysql.err
 
 from scriptvisor.sandbox import context
 from scriptvisor.sandbox.wire import WorkerLimits
@@ -673,17 +666,71 @@ LEAST_PRIVILEGE_MY = (
     "DELETE ON acme_legacy.* TO 'acme_legacy'@'%'; no global privileges, no FILE, no SUPER)")
 
 
-class _OneStatementCursor(psycopg.Cursor):
-    """Always the extended query protocol, even without parameters.
+# --------------------------------------------------------------------------
+# the network drivers, loaded where they are needed
 
-    psycopg sends a parameterless query with the simple protocol, which runs
-    every statement of ``"SELECT 1; DROP TABLE users"``; Parse/Bind/Execute
-    carries exactly one statement and the server refuses more ("cannot insert
-    multiple commands into a prepared statement").
-    """
+#: Network database drivers, by facade: psycopg (~120 modules, ~11 MiB) and
+#: PyMySQL.  They are imported only in the zygote that forks workers for
+#: tenants declaring such a database (``engine.zygote``: one zygote per set
+#: of drivers), never in the slim zygote: every worker inherits what its
+#: zygote holds, and a killed worker's teardown and every fork grow with it.
+#: A worker cannot import after confinement, so the facade never depends on
+#: that: it checks the declaration first (an undeclared database is
+#: ``NotAllowed`` whatever is loaded), then uses the driver its zygote loaded.
+DRIVERS = ("postgres", "mysql")
 
-    def _execute_send(self, query: Any, *, force_extended: bool = False, binary: Any = None) -> None:
-        super()._execute_send(query, force_extended=True, binary=binary)
+psycopg: Any = None
+pymysql: Any = None
+_OneStatementCursor: Any = None
+
+
+def load_driver(kind: str) -> None:
+    """Import the driver of ``kind`` (``"postgres"`` or ``"mysql"``) now, in the zygote."""
+    global psycopg, pymysql, _OneStatementCursor
+    if kind == "postgres":
+        if psycopg is None:
+            pg = importlib.import_module("psycopg")
+            importlib.import_module("psycopg.errors")
+            importlib.import_module("psycopg.rows")
+
+            class OneStatementCursor(pg.Cursor):
+                """Always the extended query protocol, even without parameters.
+
+                psycopg sends a parameterless query with the simple protocol, which runs
+                every statement of ``"SELECT 1; DROP TABLE users"``; Parse/Bind/Execute
+                carries exactly one statement and the server refuses more ("cannot insert
+                multiple commands into a prepared statement").
+                """
+
+                def _execute_send(self, query: Any, *, force_extended: bool = False, binary: Any = None) -> None:
+                    super()._execute_send(query, force_extended=True, binary=binary)
+
+            _OneStatementCursor = OneStatementCursor
+            psycopg = pg
+    elif kind == "mysql":
+        if pymysql is None:
+            my = importlib.import_module("pymysql")
+            for sub in ("pymysql.constants.CLIENT", "pymysql.cursors", "pymysql.err"):
+                importlib.import_module(sub)
+            pymysql = my
+    else:
+        raise ValueError(f"no database driver {kind!r}")
+
+
+def loaded_drivers() -> tuple[str, ...]:
+    """The drivers this process holds (a worker: what its zygote preloaded)."""
+    return tuple(k for k, mod in (("postgres", psycopg), ("mysql", pymysql)) if mod is not None)
+
+
+def _require(kind: str) -> None:
+    """The driver for a declared database, or a clear ``ConnectError``."""
+    if kind in loaded_drivers():
+        return
+    try:
+        load_driver(kind)
+    except Exception as exc:  # confined: imports may be refused
+        raise ConnectError(f"the {kind} driver is not loaded in this worker ({_short(exc)}); its zygote "
+                           f"preloads it only for tenants that declare a {kind} database") from None
 
 
 class PostgresConnection(_Connection):
@@ -693,6 +740,7 @@ class PostgresConnection(_Connection):
     _kind = "postgres"
 
     def __init__(self, decl: dict[str, Any]) -> None:
+        _require("postgres")
         super().__init__()
         budget = _budget("connect")
         name, host, port = decl["name"], decl["host"], decl["port"]
@@ -811,6 +859,7 @@ class MysqlConnection(_Connection):
     _kind = "mysql"
 
     def __init__(self, decl: dict[str, Any]) -> None:
+        _require("mysql")
         super().__init__()
         budget = _budget("connect")
         name, host, port = decl["name"], decl["host"], decl["port"]
