@@ -444,6 +444,11 @@ class Supervisor:
         self.emit("worker_ready", tenant=w.tenant, worker=w.id, pid=w.pid,
                   boot_ms=(w.ready_at - w.spawned_at) * 1000.0, timings=w.boot_timings)
         self._worker_free(w)
+        if w.state is WorkerState.BUSY and w.invocations == 0:
+            # It took a call that waited for it (a cold tenant's first): the
+            # spares follow once that call is answered (_on_result), so their
+            # fork and boot take no CPU from it (~1 ms of a cold start here).
+            return
         self.manage_workers(pool)  # a cold tenant's spares start once its first worker is ready
 
     def _on_age(self, w: WorkerHandle) -> None:
@@ -781,6 +786,11 @@ class Supervisor:
             info["compile_ms"] = msg.stats["compile_ms"]
         began = job.started if job.clock_at_start else job.submitted
         result = Result(msg.ok, msg.result, msg.error, msg.logs, (now - began) * 1000.0, info)
+        if w.invocations == 1 and pool is not None and self.running:
+            # The spares _became_ready left until this first call was
+            # answered; counted while this worker is still busy, so the pool
+            # ends as it would have (the next call finds an idle spare).
+            self.manage_workers(pool)
         if w.behind:
             # The worker sent this result and went on to the call queued
             # behind it: that one is running now, on its own deadline.

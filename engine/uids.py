@@ -120,16 +120,25 @@ class UidMap:
             return False  # stale: its directory is gone or unreadable
 
     def _claimed_uids(self) -> set[int]:
-        """Uids other live maps claim (one readlink + stat each: cheap enough per allocation)."""
+        """Uids other live maps claim: one readlink per claim, one stat per claiming
+        directory (a registry holds hundreds of claims of a few maps: a new tenant's
+        first spawn waits for this scan)."""
         me = os.path.realpath(self.state_dir)
+        live: dict[str, bool] = {me: False}
         out = set()
-        for name in os.listdir(REGISTRY_DIR):
-            path = os.path.join(REGISTRY_DIR, name)
-            try:
-                if name.isdigit() and os.readlink(path) != me and os.path.isdir(path):
-                    out.add(int(name))
-            except OSError:
-                pass
+        with os.scandir(REGISTRY_DIR) as entries:
+            for entry in entries:
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    owner = os.readlink(entry.path)
+                except OSError:
+                    continue
+                alive = live.get(owner)
+                if alive is None:
+                    alive = live[owner] = os.path.isdir(owner)
+                if alive:
+                    out.add(int(entry.name))
         return out
 
     def _claim(self, uid: int) -> bool:

@@ -194,6 +194,7 @@ class FakeZygote:
         self.auto = rig.auto
         self.boot = rig.boot  # "ready" | "fail" (exit 3 before ready) | "manual"
         self.alive = True
+        self.extras: list[str] | None = None  # from the supervisor's first frame, preload
 
     def hello(self) -> None:
         self.sock.sendall(wire.encode({"t": "hello", "pid": self.pid, "layers": {}}))
@@ -214,7 +215,11 @@ class FakeZygote:
             self.die()
             return True
         for msg in self.decoder.feed(data):
-            if msg["t"] == "spawn":
+            if msg["t"] == "preload":
+                assert self.extras is None, "preload is the first frame, once"
+                self.extras = msg["extras"]
+            elif msg["t"] == "spawn":
+                assert self.extras is not None, "spawn before preload"
                 policy = wire.WorkerPolicy.from_wire(msg["policy"])  # the contract holds
                 pid = PID_BASE + self.rig.next_pid()
                 w = FakeWorker(self, socket.socket(fileno=self.fds.pop(0)), msg["policy"], pid)

@@ -45,6 +45,20 @@ def test_first_call_starts_a_worker_and_one_spare(rigs):
     assert len(pool.idle) == 2 and pool.idle[0].invocations == 0  # the spare waits underneath
 
 
+def test_a_cold_tenants_spare_is_forked_once_its_first_call_is_answered(rigs):
+    """Not while that call runs on the tenant's only worker: the spare's fork and
+    boot would take CPU from it (a cold start is one call waiting for one worker)."""
+    rig = rigs(auto=False, spares_per_tenant=1)
+    job = rig.submit("acme", 42)
+    first = next(w for w in rig.workers if w.pending)
+    assert rig.count("worker_spawn", tenant="acme") == 1 and not job.done
+    first.answer()
+    rig.settle()
+    assert job.result.result == 42
+    assert rig.count("worker_spawn", tenant="acme") == 2  # as many as before: the next call finds one idle
+    assert len(rig.sup.pools["acme"].idle) == 2
+
+
 def test_calls_beyond_max_concurrency_wait_in_the_queue(rigs):
     rig = rigs(auto=False, spares_per_tenant=0, limits=TenantLimits(timeout=5.0, max_concurrency=2))
     jobs = [rig.submit("acme", i) for i in range(3)]
