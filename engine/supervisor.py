@@ -8,11 +8,11 @@ It is the glue of four parts, each with one job:
   the reactor's single timer is armed at the earliest one.
 * ``engine.zygote_link.ZygoteLink``: a zygote's process and channel, its
   ``hello``, its restart with exponential back-off.  One link per set of
-  preloaded extras (``wire.EXTRAS``, the network database drivers): the slim
-  zygote (``self.zygote``, started with the engine) forks the workers of
-  tenants that declare no postgres/mysql database; a tenant that declares
-  one is routed to the zygote of its set, started when such a tenant is
-  first configured (``_link``).  Each link restarts on its own; its death
+  preloaded extras (``wire.EXTRAS``: the network database drivers, the HTTP
+  client): the slim zygote (``self.zygote``, started with the engine) forks
+  the workers of tenants that declare no postgres/mysql database and no
+  ``[[http]]`` endpoint; any other tenant is routed to the zygote of its set,
+  started when such a tenant is first configured (``_link``).  Each link restarts on its own; its death
   takes only the workers it forked.
 * ``engine.pools.Pools``: per-tenant bookkeeping (workers, idle stack,
   queue), the spares rule, the global cap and who is evicted for it.
@@ -207,7 +207,7 @@ class Supervisor:
 
     @staticmethod
     def _extras(pool: TenantPool) -> tuple[str, ...]:
-        return wire.extras_for(d.driver for d in pool.databases)
+        return wire.extras_for((d.driver for d in pool.databases), http=bool(pool.http))
 
     def _link(self, pool: TenantPool, start: bool = True) -> ZygoteLink:
         """The zygote link that forks ``pool``'s workers, started if it never was."""

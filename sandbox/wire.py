@@ -37,7 +37,7 @@ Messages (``t``):
                            db_session  {driver, name, session, started}  a database session it opened
                                                                (engine.dbsessions ends it if the worker dies)
     supervisor -> zygote   preload     {extras}                first frame: what to preload beyond
-                                                               the facades (``EXTRAS``: drivers)
+                                                               the facades (``EXTRAS``)
                            spawn       {worker, policy}        + the worker's socket (SCM_RIGHTS)
                            drop_standby {tenant}               the tenant lost its last worker
                            stop        {}
@@ -434,7 +434,7 @@ class WorkerPolicy:
 
     def extras(self) -> tuple[str, ...]:
         """What the zygote forking this worker must hold beyond the facades (``extras_for``)."""
-        return extras_for(str(d.get("driver")) for d in self.databases)
+        return extras_for((str(d.get("driver")) for d in self.databases), http=bool(self.http))
 
     def replace(self, **changes: Any) -> "WorkerPolicy":
         return dataclasses.replace(self, **changes)
@@ -448,15 +448,18 @@ class WorkerPolicy:
 
 #: What a zygote preloads beyond every facade, each only for the workers that
 #: need it: the network database drivers of ``sandbox.facades.db`` (psycopg
-#: alone is ~120 modules and ~11 MiB).  A zygote holds one set of extras (its
+#: alone is ~120 modules and ~11 MiB) and the HTTP client under the ``http``
+#: facade (httpx, ~190 modules).  A zygote holds one set of extras (its
 #: "flavour"; the empty set is the slim zygote) and forks only workers whose
 #: ``WorkerPolicy.extras()`` it covers: workers cannot import after confinement.
-EXTRAS = ("mysql", "postgres")
+EXTRAS = ("http", "mysql", "postgres")
 
 
-def extras_for(drivers: Any) -> tuple[str, ...]:
-    """The extras (sorted) for declared databases of these drivers (sqlite needs none)."""
-    return tuple(sorted(set(drivers) & set(EXTRAS)))
+def extras_for(drivers: Any, http: bool = False) -> tuple[str, ...]:
+    """The extras (sorted) for declared databases of these drivers (sqlite needs
+    none) and, with ``http``, declared ``[[http]]`` endpoints."""
+    wanted = set(drivers) | ({"http"} if http else set())
+    return tuple(sorted(wanted & set(EXTRAS)))
 
 
 def _from_wire(cls: Any, data: Any, what: str) -> Any:

@@ -7,10 +7,11 @@ an object from which a module, frame, code object or function ``__globals__``
 is reachable through a public attribute.  Names not listed here cannot be
 imported.  Facades are loaded lazily and cached; the zygote preloads all of
 them so forked workers never import after confinement.  The network database
-drivers behind ``postgres`` and ``mysql`` are not part of a facade's import:
-they are ``wire.EXTRAS``, preloaded only by the zygote of tenants that declare
-such a database (``preload(extras)``); the facade objects themselves are
-always there, so an undeclared database is the same ``NotAllowed`` anywhere.
+drivers behind ``postgres`` and ``mysql`` and the HTTP client behind ``http``
+are not part of a facade's import: they are ``wire.EXTRAS``, preloaded only by
+the zygote of tenants that declare such a database or an ``[[http]]``
+endpoint (``preload(extras)``); the facade objects themselves are always
+there, so an undeclared database or URL is the same ``NotAllowed`` anywhere.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def preload(extras: tuple[str, ...] = ()) -> list[str]:
             failed.append(name)
     for kind in extras:
         try:
-            importlib.import_module("scriptvisor.sandbox.facades.db").load_driver(kind)
+            if kind == "http":
+                importlib.import_module("scriptvisor.sandbox.facades.web").load_client()
+            else:
+                importlib.import_module("scriptvisor.sandbox.facades.db").load_driver(kind)
         except Exception:
-            failed.append(f"{kind} driver")
+            failed.append(f"{kind} client" if kind == "http" else f"{kind} driver")
     return failed

@@ -1,7 +1,7 @@
 """The slim zygote and the zygote of database tenants, through real processes.
 
-Workers of a tenant without a postgres/mysql declaration are forked from a
-zygote that never imported psycopg or PyMySQL (they inherit everything their
+Workers of a tenant without a postgres/mysql declaration (or [[http]]) are forked
+from a zygote that never imported psycopg, PyMySQL or httpx (they inherit everything their
 zygote holds, and cannot import after confinement); a tenant that declares a
 postgres database gets workers from a zygote that preloads psycopg, and works
 as before; that zygote, killed, is restarted like the slim one.
@@ -16,7 +16,7 @@ import pytest
 
 from .conftest import declaration
 
-MODULES = "import sys\nresult = sorted(m for m in ('psycopg', 'pymysql', 'sqlite3') if m in sys.modules)"
+MODULES = "import sys\nresult = sorted(m for m in ('httpx', 'psycopg', 'pymysql', 'sqlite3') if m in sys.modules)"
 
 QUERY = """
 import postgres

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from scriptvisor.engine.databases import DatabaseDecl
+from scriptvisor.sandbox.wire import HttpEndpoint
 
 from .fakes import Rig
 
@@ -49,8 +50,14 @@ def test_a_tenant_declaring_postgres_is_forked_by_a_zygote_of_its_own(rig):
     rig.settle()
     assert sorted(rig.sup.zygotes) == [(), ("mysql", "postgres"), ("postgres",)]
     assert rig.zygote.extras == ["mysql", "postgres"]
+    # declared [[http]] endpoints: the zygote with the HTTP client
+    api = HttpEndpoint(name="api", base_url="http://127.0.0.1:8080/", scheme="http", host="127.0.0.1",
+                       port=8080, prefix="/", addresses=("127.0.0.1",))
+    rig.sup.configure_tenant("web", http=(api,))
+    rig.settle()
+    assert rig.zygote.extras == ["http"]
     stats = rig.sup.stats(memory=False)["zygotes"]
-    assert sorted(stats) == ["mysql+postgres", "postgres", "slim"]
+    assert sorted(stats) == ["http", "mysql+postgres", "postgres", "slim"]
 
 
 def test_a_flavour_zygote_dies_alone_and_restarts_on_its_own(rig):
