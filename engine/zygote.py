@@ -70,6 +70,7 @@ class Zygote:
         self.want_standby: dict[str, WorkerPolicy] = {}  # tenant -> policy, forked after replies
         self.standby_seq = 0
         self.last_error = ""
+        self.t_child = 0.0                     # in a forked child: when it first ran
         self.extras: tuple[str, ...] = ()   # wire.EXTRAS this zygote preloads
         self.early: list[dict[str, Any]] = []  # frames that came with the preload frame
 
@@ -225,8 +226,9 @@ class Zygote:
             self.last_error = f"fork failed: {exc}"
             return None
         if pid == 0:  # pragma: no cover - runs in the child, observed through the engine
+            self.t_child = time.perf_counter()
             timings = {"prepare_ms": round((t_fork - t_prepare) * 1000.0, 4),
-                       "fork_ms": round((time.perf_counter() - t_fork) * 1000.0, 4)}
+                       "fork_ms": round((self.t_child - t_fork) * 1000.0, 4)}
             self._child(fd if fd is not None else link, keep, policy, standby=fd is None, timings=timings)
         if fd is not None:
             os.close(fd)
@@ -255,6 +257,9 @@ class Zygote:
                     os.closerange(low, k)
                     low = k + 1
             os.closerange(low, 1 << 16)
+            if timings is not None:
+                # signals, stdio and descriptors: mostly the first copy-on-write faults after fork
+                timings["child_setup_ms"] = round((time.perf_counter() - self.t_child) * 1000.0, 4)
             code = wire.EXIT_CONFINEMENT_FAILED
             if policy.confine and self.confine is not None:
                 self.confine.apply(policy, timings)
