@@ -10,6 +10,7 @@ the figure is kill -> the replacement has said "ready" over its socket.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -59,6 +60,10 @@ class ScriptvisorSystem(System):
         if self.eng is not None:
             eng, self.eng = self.eng, None
             eng.close(graceful=False)
+        # Its uid map goes with it: otherwise every run's 300 cold tenants stay
+        # claimed in the host's uid registry (engine.uids) for good, and each
+        # later run's new tenants allocate past all of them.
+        shutil.rmtree(self._state_dir, ignore_errors=True)
 
     def _on_event(self, ev: dict[str, Any]) -> None:
         if ev.get("event") == "worker_ready" and ev.get("pid"):
