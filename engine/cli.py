@@ -195,7 +195,8 @@ def run(ctx: click.Context, script: Path, args: tuple[str, ...], function: str |
     try:
         spares = 1 if batch is not None else 0
         cfg = (_engine_config(timeout, spares) if settings is None
-               else EngineConfig(limits=settings["limits"], spares_per_tenant=spares))
+               else EngineConfig(limits=settings["limits"], spares_per_tenant=spares,
+                                 zygote_extras=_zygote_extras(settings)))
         with Engine(cfg) as eng:
             if settings is not None:
                 eng.configure_tenant(tenant, **settings)
@@ -254,6 +255,14 @@ def _self_command() -> str:
         return str(shown.relative_to(os.path.abspath(os.getcwd())))
     except ValueError:
         return str(shown)
+
+
+def _zygote_extras(settings: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """The tenant's zygote (its drivers, its HTTP client), started beside the slim one."""
+    from scriptvisor.sandbox.wire import extras_for
+
+    extras = extras_for((d.driver for d in settings.get("databases") or ()), http=bool(settings.get("http")))
+    return (extras,) if extras else ()
 
 
 def _tenant_script(tenant_dir: Path, script: Path) -> tuple[Path, str, dict[str, Any], dict[str, Any]]:

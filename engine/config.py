@@ -110,6 +110,12 @@ class EngineConfig:
     #: Upper bound on live workers over all tenants; idle workers of the least
     #: recently used tenant are stopped to make room.
     max_workers: int = 64
+    #: Zygotes to start with the engine besides the slim one, each a set of
+    #: ``wire.EXTRAS`` (e.g. ``(("postgres",),)``). A tenant that declares a
+    #: postgres/mysql database or ``[[http]]`` endpoints is forked by the
+    #: zygote of its set, which otherwise boots (~250 ms) when the first such
+    #: tenant is configured; ``scriptvisor run`` names its tenant's set here.
+    zygote_extras: tuple[tuple[str, ...], ...] = ()
     #: Pipelining: while a worker runs a call whose script usually finishes in
     #: under this many milliseconds (its recent average, per script), the next
     #: queued call of the tenant is sent behind it, so the worker starts it

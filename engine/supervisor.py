@@ -211,7 +211,9 @@ class Supervisor:
 
     def _link(self, pool: TenantPool, start: bool = True) -> ZygoteLink:
         """The zygote link that forks ``pool``'s workers, started if it never was."""
-        extras = self._extras(pool)
+        return self._link_for(self._extras(pool), start)
+
+    def _link_for(self, extras: tuple[str, ...], start: bool = True) -> ZygoteLink:
         link = self.zygotes.get(extras)
         if link is None:
             link = self.zygotes[extras] = self._make_link(extras)
@@ -250,6 +252,8 @@ class Supervisor:
                 self.egress = Egress(self.config.state_dir, self.config.uid_base).start()
         self.zygote.start()
         self._move(SupervisorState.RUNNING)
+        for extras in self.config.zygote_extras:
+            self._link_for(wire.extras_for(extras))
         for pool in self.pools:
             self._link(pool)
 

@@ -99,3 +99,19 @@ def test_a_tenant_whose_declaration_changes_moves_to_the_other_zygote(rig):
     rig.settle()
     assert rig.submit("acme", 2).result.result == 2
     assert any(w.zygote is my and w.policy["tenant"] == "acme" for w in rig.workers)
+
+
+def test_zygotes_named_in_the_config_start_with_the_engine():
+    """``EngineConfig.zygote_extras`` (``scriptvisor run`` names its tenant's set): that
+    zygote boots beside the slim one instead of after the tenant is configured."""
+    r = Rig(spares_per_tenant=0, zygote_extras=(("postgres",),))
+    try:
+        assert [z.extras for z in r.zygotes] == [[], ["postgres"]]
+        r.zygotes[0].hello()  # the rig greeted the last one started
+        r.settle()
+        r.sup.configure_tenant("pg", databases=[decl("postgres")])
+        assert r.submit("pg", 5).result.result == 5
+        assert len(r.zygotes) == 2  # no second postgres zygote
+        assert {w.policy["tenant"] for w in r.workers if w.zygote is r.zygotes[1]} == {"pg"}
+    finally:
+        r.close()
