@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Iterator
 
-from scriptvisor.sandbox.wire import HttpEndpoint
+from scriptvisor.sandbox.wire import HttpEndpoint, extras_for
 
 from .config import TenantLimits
 from .worker import Job, WorkerHandle, WorkerState
@@ -26,7 +26,7 @@ MAX_BOOT_FAILURES = 3
 class TenantPool:
     __slots__ = ("name", "limits", "data_dir", "http", "workers", "idle", "queue", "last_used",
                  "boot_failures", "boot_error", "recycle_before", "removed", "databases", "egress",
-                 "durations")
+                 "durations", "_extras")
 
     def __init__(self, name: str, limits: TenantLimits, data_dir: str | None, now: float,
                  http: tuple[HttpEndpoint, ...] = ()) -> None:
@@ -52,6 +52,16 @@ class TenantPool:
         self.removed = False
         #: script hash -> recent average seconds from start to result (decides pipelining)
         self.durations: dict[str, float] = {}
+        self._extras: tuple[Any, Any, tuple[str, ...]] | None = None
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        """The preloaded extras its workers need (which zygote forks them); cached per declaration."""
+        cached = self._extras
+        if cached is None or cached[0] is not self.databases or cached[1] is not self.http:
+            extras = extras_for((d.driver for d in self.databases), http=bool(self.http))
+            cached = self._extras = (self.databases, self.http, extras)
+        return cached[2]
 
     def note_duration(self, digest: str, seconds: float) -> None:
         """Fold one call's duration into its script's moving average."""
@@ -140,26 +150,33 @@ class Pools:
             pool.egress = tuple(dict.fromkeys((str(h), int(p)) for h, p in egress))
         return pool
 
-    def wanted(self, pool: TenantPool) -> int:
-        """Workers the tenant should have: busy + queued + spares, within its concurrency + spares.
+    def shortfall(self, pool: TenantPool) -> tuple[int, int]:
+        """(workers the tenant should have, workers it has), in one pass (it runs per submit).
 
-        Spares exist to replace killed workers at once, not to raise the
-        tenant's concurrency: a call beyond max_concurrency waits in the queue.
+        It should have busy + queued + spares, within its concurrency +
+        spares: spares exist to replace killed workers at once, not to raise
+        the tenant's concurrency (a call beyond max_concurrency waits in the
+        queue). It has the workers that are or will be able to serve (busy,
+        spawning, idle).
         """
-        busy = pool.count(WorkerState.BUSY)
+        busy = ready = spawning = 0
+        for w in pool.workers:
+            state = w.state
+            if state is WorkerState.BUSY:
+                busy += 1
+            elif state is WorkerState.IDLE:
+                ready += 1
+            elif state is WorkerState.SPAWNING:
+                spawning += 1
+        have = busy + ready + spawning
         cap = pool.limits.max_concurrency + self.spares
-        if not any(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in pool.workers):
+        if not busy and not ready:
             # No ready worker (a cold tenant, or one just recycled): one worker
             # per waiting call, or one spare, boots first; the other spares
             # follow once one is ready (a spare forked and booting beside the
             # first worker takes CPU from the call waiting for it).
-            return min(max(len(pool.queue), min(self.spares, 1)), cap)
-        return min(busy + len(pool.queue) + self.spares, cap)
-
-    def have(self, pool: TenantPool) -> int:
-        """Workers that are or will be able to serve (busy, spawning, idle)."""
-        return sum(1 for w in pool.workers
-                   if w.state in (WorkerState.BUSY, WorkerState.SPAWNING, WorkerState.IDLE))
+            return min(max(len(pool.queue), min(self.spares, 1)), cap), have
+        return min(busy + len(pool.queue) + self.spares, cap), have
 
     def replacement_fits(self, pool: TenantPool) -> bool:
         """One-for-one replacement of a dead worker stays within concurrency + spares."""

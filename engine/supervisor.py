@@ -80,7 +80,7 @@ REPLACED = frozenset({"crash", "timeout", "protocol_error", "zygote_exit"})
 
 #: Most calls queued inside one worker behind its running call (pipelining;
 #: ``EngineConfig.pipeline_below_ms`` decides whether any are).
-MAX_BEHIND = 4
+MAX_BEHIND = 8
 
 
 class SupervisorState(str, enum.Enum):
@@ -207,7 +207,7 @@ class Supervisor:
 
     @staticmethod
     def _extras(pool: TenantPool) -> tuple[str, ...]:
-        return wire.extras_for((d.driver for d in pool.databases), http=bool(pool.http))
+        return pool.extras
 
     def _link(self, pool: TenantPool, start: bool = True) -> ZygoteLink:
         """The zygote link that forks ``pool``'s workers, started if it never was."""
@@ -890,8 +890,7 @@ class Supervisor:
             if not pool.queue:
                 return
             pool.removed = False  # work arrived for it again
-        have = self.pools.have(pool)
-        want = self.pools.wanted(pool)
+        want, have = self.pools.shortfall(pool)
         while have < want:
             if not self._make_room(pool):
                 break
