@@ -27,6 +27,7 @@ dir gets a new one (its data dir is re-chowned at the next spawn).
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import pwd
@@ -57,6 +58,8 @@ class UidMap:
         self._cache: dict[str, int] = {}
         #: (registry directory mtime, uids other maps claimed) from the last scan
         self._claims: tuple[int, frozenset[int]] | None = None
+        #: where the next search for a free uid starts (see ``_next_free``)
+        self._free_from = uid_base
 
     @classmethod
     def from_config(cls, config: Any) -> "UidMap":
@@ -68,7 +71,7 @@ class UidMap:
 
     def uid_for(self, tenant: str) -> int:
         """The uid of ``tenant`` (a data dir path or a tenant name), allocating
-        the lowest free one on first use."""
+        a free one on first use."""
         if tenant in self._cache:
             return self._cache[tenant]
         os.makedirs(self.state_dir, mode=0o711, exist_ok=True)
@@ -122,7 +125,7 @@ class UidMap:
         except (OSError, ValueError, AttributeError):
             return False  # stale: its directory is gone or unreadable
 
-    def _claimed_uids(self) -> set[int]:
+    def _claimed_uids(self) -> frozenset[int]:
         """Uids other live maps claim: one readlink per claim, one stat per claiming
         directory (a registry holds a claim per tenant of every engine of the host, and
         a new tenant's first spawn waits for this), rescanned only when the registry
@@ -133,7 +136,7 @@ class UidMap:
         except OSError:
             mtime = None
         if mtime is not None and self._claims is not None and self._claims[0] == mtime:
-            return set(self._claims[1])
+            return self._claims[1]
         me = os.path.realpath(self.state_dir)
         live: dict[str, bool] = {me: False}
         out = set()
@@ -150,9 +153,10 @@ class UidMap:
                     alive = live[owner] = os.path.isdir(owner)
                 if alive:
                     out.add(int(entry.name))
+        claims = frozenset(out)
         if mtime is not None:
-            self._claims = (mtime, frozenset(out))
-        return out
+            self._claims = (mtime, claims)
+        return claims
 
     def _note_own_change(self) -> None:
         """Our claim changed the registry (under its lock): others' claims did not."""
@@ -198,10 +202,17 @@ class UidMap:
         os.replace(tmp, self.path)
 
     def _next_free(self, taken: set[int]) -> int:
-        taken = taken | self._claimed_uids()
-        for uid in range(self.uid_base, self.uid_base + self.uid_count):
-            if uid in taken or _is_account(uid) or self._claimed_elsewhere(uid):
+        """A free uid: the first one from where the last allocation left off
+        (every uid below it was taken then, so a host with thousands of
+        claims is not walked from the start for each new tenant), then from
+        the range's start."""
+        claimed = self._claimed_uids()
+        end = self.uid_base + self.uid_count
+        start = min(max(self._free_from, self.uid_base), end)
+        for uid in itertools.chain(range(start, end), range(self.uid_base, start)):
+            if uid in taken or uid in claimed or _is_account(uid) or self._claimed_elsewhere(uid):
                 continue
+            self._free_from = uid + 1
             return uid
         raise UidRangeExhausted(
             f"no free uid in {self.uid_base}..{self.uid_base + self.uid_count - 1}")
