@@ -415,9 +415,12 @@ class WorkerPolicy:
     databases: tuple[dict[str, Any], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        # Field by field, not dataclasses.asdict: its recursive deep copy was
+        # ~0.2 ms of every spawn (a new tenant's first call waits for it).
+        out = {name: getattr(self, name) for name in _POLICY_FIELDS}
+        out["limits"] = dict(vars(self.limits))
         out["allowed_ports"] = list(self.allowed_ports)
-        out["http"] = [dict(ep, addresses=list(ep["addresses"])) for ep in out["http"]]
+        out["http"] = [dict(vars(ep), addresses=list(ep.addresses)) for ep in self.http]
         out["databases"] = [dict(d) for d in self.databases]
         return out
 
@@ -453,6 +456,9 @@ class WorkerPolicy:
 #: "flavour"; the empty set is the slim zygote) and forks only workers whose
 #: ``WorkerPolicy.extras()`` it covers: workers cannot import after confinement.
 EXTRAS = ("http", "mysql", "postgres")
+
+
+_POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(WorkerPolicy))
 
 
 def extras_for(drivers: Any, http: bool = False) -> tuple[str, ...]:

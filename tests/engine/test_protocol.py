@@ -109,3 +109,23 @@ def test_terminal_states_cannot_be_left():
     finally:
         a.close()
         b.close()
+
+
+def test_a_worker_policy_survives_the_wire_with_every_field():
+    import dataclasses
+    import json
+
+    from scriptvisor.sandbox import wire
+
+    ep = wire.HttpEndpoint(name="api", base_url="https://api.example/v1/", scheme="https",
+                           host="api.example", port=443, prefix="/v1/", addresses=("192.0.2.7",),
+                           ca_pem="-----BEGIN CERTIFICATE-----\n")
+    policy = wire.WorkerPolicy(
+        tenant="acme", worker_id=9, uid=300001, gid=300001, scratch_dir="/s", data_dir="/d",
+        allowed_ports=(5432, 443), http=(ep,), limits=wire.WorkerLimits(memory_mb=300),
+        confine=False, debug_exec=True, max_frame=1 << 20, standby=False,
+        databases=({"name": "legacy", "driver": "postgres", "host": "127.0.0.1", "port": 5432},))
+    data = json.loads(json.dumps(policy.to_wire()))  # what travels in a spawn frame
+    assert set(data) == {f.name for f in dataclasses.fields(wire.WorkerPolicy)}
+    assert set(data["limits"]) == {f.name for f in dataclasses.fields(wire.WorkerLimits)}
+    assert wire.WorkerPolicy.from_wire(data) == policy
