@@ -175,6 +175,8 @@ class Supervisor:
         self.uidmap: Any = None
         self.am_root = os.geteuid() == 0
         self.dbsessions = DbSessions(self)  # stops a dead worker's database sessions
+        #: killed workers' channels still read for the calls queued behind (``_await_verdict``)
+        self._verdicts: dict[int, Callable[[bool], None]] = {}
         self.egress: Egress | None = None   # nftables rules per tenant uid (root only)
 
     # ------------------------------------------------------------------ state
@@ -565,6 +567,7 @@ class Supervisor:
         def settle(started: bool) -> None:
             if chan.closed:
                 return
+            self._verdicts.pop(fd, None)
             self.reactor.remove_reader(fd)
             self.deadlines.cancel(timer[0] if timer else None)
             chan.close()
@@ -595,6 +598,7 @@ class Supervisor:
                     return
 
         timer.append(self.deadlines.after(STATUS_WAIT, lambda: settle(True)))
+        self._verdicts[fd] = settle
         self.reactor.add_reader(fd, on_readable)
 
     def _close_worker(self, w: WorkerHandle, reason: str, keep_channel: bool = False) -> None:
@@ -1212,6 +1216,8 @@ class Supervisor:
         for link in self.zygotes.values():
             link.stop()
         self.by_pid.clear()
+        for settle in list(self._verdicts.values()):
+            settle(True)  # no one reads on: what may have started is reported, nothing requeued
         self.deadlines.clear()
         self.dbsessions.close()
         if self.egress is not None:

@@ -528,3 +528,13 @@ def test_a_pipelined_call_whose_clock_starts_at_its_start_gets_its_deadline_when
     worker.answer(b.id)
     rig.settle()
     assert b.result.ok and 899 < b.result.duration_ms < 901
+
+
+def test_stopping_while_a_killed_workers_queued_calls_await_their_verdict_answers_them(rigs):
+    rig, worker = _pipelining_rig(rigs)
+    a = rig.submit("acme", 1, timeout=0.5)
+    b = rig.submit("acme", 2, timeout=5.0)
+    rig.advance(0.5)  # a's deadline: b waits for the killed worker's EOF
+    assert a.result.code == "timeout" and not b.done
+    rig.sup.stop()
+    assert b.done and b.result.code == "crash"
