@@ -189,15 +189,6 @@ class Egress:
             return []
         return [i["table"]["name"] for i in items if "table" in i and i["table"]["name"].startswith(TABLE_PREFIX)]
 
-    def _uid_taken_elsewhere(self, uid: int) -> str | None:
-        for name in self._scriptvisor_tables():
-            if name == self.table:
-                continue
-            res = _run(self._nft, ["list", "set", "inet", name, f"v4_{uid}"])  # type: ignore[arg-type]
-            if res.returncode == 0:
-                return name
-        return None
-
     # -- per tenant uid ----------------------------------------------------
     def allow(self, uid: int | None, pairs: Iterable[tuple[str, int]]) -> bool:
         """Let ``uid`` reach exactly ``pairs`` (idempotent). False when not enforced for it."""
@@ -206,16 +197,13 @@ class Egress:
         want = tuple(sorted(set((str(h), int(p)) for h, p in pairs)))
         if self._rules.get(uid) == want:
             return True
-        if uid not in self._rules:
-            # Another live instance sharing our uid map (same state dir: the same
-            # tenant) polices this uid too.  We still install ours: its table goes
-            # when that instance exits, and skipping ours left the uid with no
-            # rules at all from then on.  Both tables apply to each packet, so the
-            # uid reaches what both declare (fail closed when they differ).
-            other = self._uid_taken_elsewhere(uid)
-            if other is not None:
-                log.info("egress: uid %d also has rules in table %s (another engine instance on the "
-                         "same uid map); installing this instance's too", uid, other)
+        # Another live instance sharing our uid map (same state dir: the same
+        # tenant) may police this uid too.  We install ours regardless: its table
+        # goes when that instance exits, and skipping ours left the uid with no
+        # rules at all from then on.  Both tables apply to each packet, so the uid
+        # reaches what both declare (fail closed when they differ).  (Looking the
+        # other tables up first, only to log it, cost an nft listing on every
+        # new tenant's first spawn.)
         v4: list[str] = []
         v6: list[str] = []
         dns = False
