@@ -123,6 +123,13 @@ class EngineConfig:
     #: slower scripts are never queued inside a worker (a call stuck behind a
     #: slow one could have run on another worker). 0 turns pipelining off.
     pipeline_below_ms: float = 2.0
+    #: Pipelining for tenants whose ``max_concurrency`` is above 1 too. Off by
+    #: default: with one call at a time a queued call waits for that worker
+    #: anyway, but with several, a call queued behind one that hangs this once
+    #: waits for its deadline even if another worker frees up meanwhile (no
+    #: call is taken back from a worker: it may have started it). On, such
+    #: tenants get the throughput of pipelining for short calls at that risk.
+    pipeline_concurrent: bool = False
     #: Planned recycle after this many invocations (0: never).
     max_invocations_per_worker: int = 10_000
     #: Planned recycle of an idle worker older than this, seconds (0: never).

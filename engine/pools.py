@@ -26,7 +26,7 @@ MAX_BOOT_FAILURES = 3
 class TenantPool:
     __slots__ = ("name", "limits", "data_dir", "http", "workers", "idle", "queue", "last_used",
                  "boot_failures", "boot_error", "recycle_before", "removed", "databases", "egress",
-                 "durations", "_extras")
+                 "durations", "_extras", "held")
 
     def __init__(self, name: str, limits: TenantLimits, data_dir: str | None, now: float,
                  http: tuple[HttpEndpoint, ...] = ()) -> None:
@@ -53,6 +53,10 @@ class TenantPool:
         #: script hash -> recent average seconds from start to result (decides pipelining)
         self.durations: dict[str, float] = {}
         self._extras: tuple[Any, Any, tuple[str, ...]] | None = None
+        #: killed workers whose queued calls await their verdict: until they
+        #: are back in the queue (at its front), nothing later is dispatched,
+        #: so calls keep their order
+        self.held = 0
 
     @property
     def extras(self) -> tuple[str, ...]:
@@ -77,8 +81,15 @@ class TenantPool:
         return sum(1 for w in self.workers if w.state is state)
 
     def has_slot(self) -> bool:
-        """May one more of this tenant's calls run now (``max_concurrency``)?"""
-        return self.count(WorkerState.BUSY) < self.limits.max_concurrency
+        """May one more of this tenant's calls run now (``max_concurrency``)?
+
+        Not while calls sent behind a killed worker's last one await their
+        verdict: they go back to the front of the queue and run first."""
+        return not self.held and self.count(WorkerState.BUSY) < self.limits.max_concurrency
+
+    def pipelined(self) -> int:
+        """Calls sent to the tenant's workers behind their running ones."""
+        return sum(len(w.behind) for w in self.workers)
 
     def live(self) -> int:
         """Workers that are not on their way out."""

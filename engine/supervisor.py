@@ -338,7 +338,7 @@ class Supervisor:
         self._forget_if_empty(pool)
 
     def _forget_if_empty(self, pool: TenantPool) -> None:
-        if pool.removed and not pool.workers and not pool.queue:
+        if pool.removed and not pool.workers and not pool.queue and not pool.held:
             if self.pools.by_name.get(pool.name) is pool:
                 del self.pools.by_name[pool.name]
             self._drop_standby(self._link(pool, start=False), pool.name)
@@ -520,12 +520,15 @@ class Supervisor:
                 behind = []
             else:
                 held = True
+        hold = self.pools.get(w.tenant) if held else None
+        if hold is not None:
+            hold.held += 1  # before _close_worker drains the queue: these go first
         self._close_worker(w, reason, keep_channel=held)
         if job is not None and not job.done:
             self._finish(job, Result.failure(error or Crash(f"worker killed: {reason}"),
                                              worker=w.info()))
         if held:
-            self._await_verdict(w, job, behind)
+            self._await_verdict(w, job, behind, hold)
         else:
             lost = error if reason == "shutdown" and error is not None else self._lost_behind(reason)
             for nxt in behind:
@@ -546,10 +549,18 @@ class Supervisor:
             if pool is None or not self.running:
                 self._finish(job, Result.failure(EngineUnavailable("the engine is not accepting work")))
                 continue
+            if job.deadline and job.deadline <= self.clock():
+                # its wall clock ran out while it waited in the dead worker: it
+                # never started, and it is not started now
+                self._finish(job, Result.failure(Timeout(
+                    f"no worker became free within the {job.timeout:g} s wall clock",
+                    timeout=job.timeout, phase="queued")))
+                continue
             self._enqueue(pool, job, job.deadline, front=True)
             self.emit("job_requeued", tenant=job.tenant, job=job.id, worker=w.id)
 
-    def _await_verdict(self, w: WorkerHandle, head: Job | None, behind: list[Job]) -> None:
+    def _await_verdict(self, w: WorkerHandle, head: Job | None, behind: list[Job],
+                       held: TenantPool | None) -> None:
         """``w`` was killed with ``behind`` queued after ``head``: did any of them start?
 
         The worker sends a call's result before it starts the next one, and
@@ -568,6 +579,8 @@ class Supervisor:
             if chan.closed:
                 return
             self._verdicts.pop(fd, None)
+            if held is not None:
+                held.held -= 1
             self.reactor.remove_reader(fd)
             self.deadlines.cancel(timer[0] if timer else None)
             chan.close()
@@ -576,12 +589,14 @@ class Supervisor:
                     if not job.done:
                         self._finish(job, Result.failure(self._lost_behind(w.exit_reason or "crash"),
                                                          worker=w.info()))
-                return
-            self._requeue(behind, w)
+            else:
+                self._requeue(behind, w)
             pool = self.pools.get(w.tenant)
-            if pool is not None and pool.queue:
-                self._drain_queue(pool)
-                self.manage_workers(pool)
+            if pool is not None and self.running:
+                if pool.queue:
+                    self._drain_queue(pool)
+                    self.manage_workers(pool)
+                self._forget_if_empty(pool)
 
         def on_readable() -> None:
             try:
@@ -974,7 +989,7 @@ class Supervisor:
                 if len(pool.idle) < self.config.spares_per_tenant:
                     self.manage_workers(pool)
                 return job
-        if len(pool.queue) >= pool.limits.max_queue:
+        if len(pool.queue) + pool.pipelined() >= pool.limits.max_queue:
             self._finish(job, Result.failure(Overloaded(
                 f"tenant {tenant!r} has {len(pool.queue)} invocations waiting", retry_after=1)))
             return job
@@ -1061,7 +1076,9 @@ class Supervisor:
         if len(line) >= MAX_BEHIND:
             return
         pool = self.pools.get(w.tenant)
-        if pool is None or not pool.queue or pool.removed or self._retires_after_call(w, pool):
+        if pool is None or not pool.queue or pool.removed or pool.held or self._retires_after_call(w, pool):
+            return
+        if pool.limits.max_concurrency > 1 and not self.config.pipeline_concurrent:
             return
         typical = pool.durations
         ahead = typical.get(head.hash)
@@ -1074,7 +1091,7 @@ class Supervisor:
             ahead += t
         last = line[-1] if line else head
         queue = pool.queue
-        while queue and len(line) < MAX_BEHIND and ahead < limit:
+        while queue and len(line) < MAX_BEHIND and ahead < limit and not self._retires_after_call(w, pool):
             job = queue[0]
             if job.done:
                 queue.popleft()
@@ -1107,7 +1124,7 @@ class Supervisor:
         cfg = self.config
         if w.spawned_at < pool.recycle_before:
             return True
-        if cfg.max_invocations_per_worker and w.invocations + 1 >= cfg.max_invocations_per_worker:
+        if cfg.max_invocations_per_worker and w.invocations + 1 + len(w.behind) >= cfg.max_invocations_per_worker:
             return True
         return bool(cfg.max_worker_age and self.clock() - w.spawned_at >= cfg.max_worker_age)
 
