@@ -62,3 +62,20 @@ def wait_dead(pid, timeout=5.0):
         return bool(select.select([fd], [], [], timeout)[0])
     finally:
         os.close(fd)
+
+
+@pytest.fixture
+def rigs():
+    """``rigs(**config)`` -> a supervisor on fake processes and a fake clock (``fakes.Rig``), closed after the test."""
+    from .fakes import Rig
+
+    made: list[Rig] = []
+
+    def make(**kw):
+        rig = Rig(**kw)
+        made.append(rig)
+        return rig
+
+    yield make
+    for rig in made:
+        rig.close()

@@ -7,21 +7,6 @@ import pytest
 from scriptvisor.engine.config import TenantLimits
 from scriptvisor.engine.supervisor import MAX_BEHIND
 
-from .fakes import Rig
-
-
-@pytest.fixture
-def rigs():
-    made: list[Rig] = []
-
-    def make(**kw):
-        rig = Rig(**kw)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.close()
 
 
 def _warm(rigs, **kw):

@@ -17,21 +17,6 @@ from scriptvisor.engine.supervisor import SupervisorState
 from scriptvisor.engine.worker import IllegalTransition, WorkerState
 from scriptvisor.engine.zygote_link import BACKOFF_MAX, ZygoteLink
 
-from .fakes import Rig
-
-
-@pytest.fixture
-def rigs():
-    made: list[Rig] = []
-
-    def make(**kw):
-        rig = Rig(**kw)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.close()
 
 
 # -- pools: spares, concurrency, the cap ---------------------------------------
