@@ -8,7 +8,6 @@ from scriptvisor.engine.config import TenantLimits
 from scriptvisor.engine.supervisor import MAX_BEHIND
 
 
-
 def _warm(rigs, **kw):
     kw.setdefault("limits", TenantLimits(timeout=5.0, max_concurrency=1))
     kw.setdefault("spares_per_tenant", 0)

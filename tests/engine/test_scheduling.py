@@ -18,7 +18,6 @@ from scriptvisor.engine.worker import IllegalTransition, WorkerState
 from scriptvisor.engine.zygote_link import BACKOFF_MAX, ZygoteLink
 
 
-
 # -- pools: spares, concurrency, the cap ---------------------------------------
 
 def test_first_call_starts_a_worker_and_one_spare(rigs):
