@@ -207,13 +207,9 @@ class Supervisor:
             on_exit=lambda status: self._on_zygote_exit(link, status))
         return link
 
-    @staticmethod
-    def _extras(pool: TenantPool) -> tuple[str, ...]:
-        return pool.extras
-
     def _link(self, pool: TenantPool, start: bool = True) -> ZygoteLink:
         """The zygote link that forks ``pool``'s workers, started if it never was."""
-        return self._link_for(self._extras(pool), start)
+        return self._link_for(pool.extras, start)
 
     def _link_for(self, extras: tuple[str, ...], start: bool = True) -> ZygoteLink:
         link = self.zygotes.get(extras)
@@ -291,7 +287,7 @@ class Supervisor:
             # clear answer now instead of waiting in a queue for it.
             err = self._unavailable(link)
             for pool in self.pools:
-                if self._extras(pool) == link.extras:
+                if pool.extras == link.extras:
                     while pool.queue:
                         self._finish(pool.queue.popleft(), Result.failure(err))
 
@@ -310,9 +306,9 @@ class Supervisor:
             raise ValueError(problem)
         pool = self.pools.get(name)
         changed_http = pool is not None and http is not None and tuple(http) != pool.http
-        old_extras = self._extras(pool) if pool is not None else None
+        old_extras = pool.extras if pool is not None else None
         pool = self.pools.configure(name, limits, data_dir, http, databases, egress)
-        if old_extras is not None and old_extras != self._extras(pool):
+        if old_extras is not None and old_extras != pool.extras:
             # Its next workers come from another zygote: the old one's standby goes.
             self._drop_standby(self.zygotes.get(old_extras), name)
         if self.running:
@@ -552,9 +548,7 @@ class Supervisor:
             if job.deadline and job.deadline <= self.clock():
                 # its wall clock ran out while it waited in the dead worker: it
                 # never started, and it is not started now
-                self._finish(job, Result.failure(Timeout(
-                    f"no worker became free within the {job.timeout:g} s wall clock",
-                    timeout=job.timeout, phase="queued")))
+                self._finish(job, Result.failure(self._queued_timeout(job)))
                 continue
             self._enqueue(pool, job, job.deadline, front=True)
             self.emit("job_requeued", tenant=job.tenant, job=job.id, worker=w.id)
@@ -743,10 +737,8 @@ class Supervisor:
         finally:
             corked, w.cork = w.cork, None
             if corked and w.alive:
-                if len(corked) == 1:
-                    self._write(w, corked[0][0], (corked[0][1],))
-                else:
-                    self._write(w, b"".join(f for f, _ in corked), [j for _, j in corked])
+                # (a join of one frame is that frame, not a copy)
+                self._write(w, b"".join([f for f, _ in corked]), [j for _, j in corked])
 
     def _read_worker(self, w: WorkerHandle) -> None:
         try:
@@ -1019,9 +1011,13 @@ class Supervisor:
                 pool.queue.remove(job)
             except ValueError:
                 pass
-        self._finish(job, Result.failure(Timeout(
-            f"no worker became free within the {job.timeout:g} s wall clock",
-            timeout=job.timeout, phase="queued")))
+        self._finish(job, Result.failure(self._queued_timeout(job)))
+
+    @staticmethod
+    def _queued_timeout(job: Job) -> Timeout:
+        """The error of a call whose wall clock ran out before it started."""
+        return Timeout(f"no worker became free within the {job.timeout:g} s wall clock",
+                       timeout=job.timeout, phase="queued")
 
     def _on_job_deadline(self, job: Job) -> None:
         w = job.worker
